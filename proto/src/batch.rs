@@ -159,6 +159,7 @@ fn bincode_config() -> impl bincode::config::Config {
 }
 
 /// Builds and signs a batch. Returns the frame bytes and its hash (the next batch's `prev_hash`).
+#[allow(clippy::too_many_arguments)]
 pub fn seal(
     key: &SigningKey,
     agent: AgentId,
@@ -169,18 +170,62 @@ pub fn seal(
     events: &[Event],
     zstd_level: i32,
 ) -> Result<(Vec<u8>, Hash), BatchError> {
+    let raw = bincode::encode_to_vec(events, bincode::config::standard()).map_err(|e| BatchError::Encode(e.to_string()))?;
     let count = u32::try_from(events.len()).map_err(|_| BatchError::TooManyEvents(u32::MAX))?;
+    seal_raw(key, agent, epoch, first_seq, count, agent_clock, prev_hash, &raw, zstd_level)
+}
+
+/// The bincode encoding of one event, as the agent stores it in its spool.
+pub fn encode_event(event: &Event) -> Result<Vec<u8>, BatchError> {
+    bincode::encode_to_vec(event, bincode::config::standard()).map_err(|e| BatchError::Encode(e.to_string()))
+}
+
+/// Decodes one event encoded by [`encode_event`], with a size cap.
+pub fn decode_event(bytes: &[u8]) -> Result<Event, BatchError> {
+    let (e, used): (Event, usize) = bincode::decode_from_slice(bytes, bincode_config()).map_err(|e| BatchError::Decode(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(BatchError::Decode(format!("{} trailing bytes after the event", bytes.len() - used)));
+    }
+    e.check_bounds().map_err(|reason| BatchError::EventBounds { index: 0, reason })?;
+    Ok(e)
+}
+
+/// Builds the uncompressed payload of a batch from events already encoded with
+/// [`encode_event`]: byte-for-byte what encoding the `Vec<Event>` would give, without
+/// decoding and re-encoding them.
+pub fn raw_payload(records: &[&[u8]]) -> Result<Vec<u8>, BatchError> {
+    let total: usize = records.iter().map(|r| r.len()).sum();
+    let mut out = bincode::encode_to_vec(records.len() as u64, bincode::config::standard()).map_err(|e| BatchError::Encode(e.to_string()))?;
+    out.reserve(total);
+    for r in records {
+        out.extend_from_slice(r);
+    }
+    Ok(out)
+}
+
+/// Signs a batch whose uncompressed payload (`count` encoded events, see [`raw_payload`]) is given.
+#[allow(clippy::too_many_arguments)]
+pub fn seal_raw(
+    key: &SigningKey,
+    agent: AgentId,
+    epoch: Epoch,
+    first_seq: Seq,
+    count: u32,
+    agent_clock: Timestamp,
+    prev_hash: Hash,
+    raw: &[u8],
+    zstd_level: i32,
+) -> Result<(Vec<u8>, Hash), BatchError> {
     if count == 0 {
         return Err(BatchError::Empty);
     }
     if count > MAX_EVENTS {
         return Err(BatchError::TooManyEvents(count));
     }
-    let raw = bincode::encode_to_vec(events, bincode::config::standard()).map_err(|e| BatchError::Encode(e.to_string()))?;
     if raw.len() > MAX_DECOMPRESSED_LEN {
         return Err(BatchError::Encode(format!("payload is {} bytes decompressed; at most {MAX_DECOMPRESSED_LEN}", raw.len())));
     }
-    let payload = zstd::bulk::compress(&raw, zstd_level).map_err(|e| BatchError::Encode(e.to_string()))?;
+    let payload = zstd::bulk::compress(raw, zstd_level).map_err(|e| BatchError::Encode(e.to_string()))?;
     let frame_len = HEADER_LEN + SIG_LEN + payload.len();
     if frame_len > MAX_FRAME_LEN {
         return Err(BatchError::TooLong(frame_len));
@@ -330,6 +375,18 @@ mod tests {
             f[i] ^= 0x40;
             let r = SignedBatch::parse(&f).and_then(|s| s.verify(&k.verifying_key()));
             assert!(r.is_err(), "flip at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn raw_payload_equals_encoding_the_vector() {
+        for n in [1usize, 3, 250, 251, 300, 70_000] {
+            let evs = events(n);
+            let recs: Vec<Vec<u8>> = evs.iter().map(|e| encode_event(e).expect("enc")).collect();
+            let refs: Vec<&[u8]> = recs.iter().map(|r| r.as_slice()).collect();
+            let direct = bincode::encode_to_vec(&evs, bincode::config::standard()).expect("enc");
+            assert_eq!(raw_payload(&refs).expect("raw"), direct, "n={n}");
+            assert_eq!(decode_event(&recs[0]).expect("dec"), evs[0]);
         }
     }
 

@@ -17,5 +17,8 @@ pub mod ids;
 pub mod session;
 pub mod wire;
 
+#[cfg(test)]
+mod golden;
+
 pub use event::{Event, FieldValue, Kind, Outcome, Severity, Timestamp};
 pub use ids::{AgentId, Epoch, Seq};

@@ -1,0 +1,168 @@
+//! The spool and the source checkpoints, committed together.
+//!
+//! A source's position (file offset, journald cursor) may advance only when the
+//! events read up to it are durable in the spool, and it must advance with them,
+//! or a crash between the two would re-read those events (duplicates) or skip
+//! them (loss). Both are avoided with an intent record:
+//!
+//! 1. under the spool lock, write `checkpoints.json` atomically with the committed
+//!    positions plus a *pending* set: the positions after this append, the spool
+//!    epoch and the sequence number the spool will reach (`end_seq`);
+//! 2. append the records to the spool (all-or-nothing, fsynced).
+//!
+//! On start, a pending set is applied if the spool is in the same epoch and has
+//! reached `end_seq` (the append happened), and dropped otherwise. A new epoch
+//! first rewrites the file without a pending set, then renumbers the spool.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use vigie_proto::{Epoch, Seq};
+use vigie_spool::{OpenReport, Spool, SpoolConfig, SpoolError};
+
+use crate::state::write_atomic;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+struct CheckpointFile {
+    committed: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pending: Option<Pending>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Pending {
+    positions: BTreeMap<String, String>,
+    epoch: u64,
+    end_seq: u64,
+}
+
+/// Applies new positions; an empty value forgets the key (a file that is gone).
+fn apply(committed: &mut BTreeMap<String, String>, positions: BTreeMap<String, String>) {
+    for (k, v) in positions {
+        if v.is_empty() {
+            committed.remove(&k);
+        } else {
+            committed.insert(k, v);
+        }
+    }
+}
+
+/// Outcome of an append.
+#[derive(Debug)]
+pub enum Appended {
+    Ok {
+        first: Seq,
+        end: Seq,
+    },
+    /// The spool is at its size limit; nothing was written.
+    Full,
+}
+
+pub struct Durable {
+    pub spool: Spool,
+    committed: BTreeMap<String, String>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Durable({})", self.path.display())
+    }
+}
+
+impl Durable {
+    /// Opens the spool and reconciles the checkpoint file with it.
+    pub fn open(spool_cfg: SpoolConfig, checkpoints: PathBuf) -> Result<(Durable, OpenReport)> {
+        let dir = spool_cfg.dir.clone();
+        let (spool, report) = Spool::open(spool_cfg)
+            .with_context(|| format!("cannot open the spool in {}", dir.display()))?;
+        let file: CheckpointFile = match std::fs::read(&checkpoints) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(path = %checkpoints.display(), error = %e, "checkpoint file is corrupt; sources restart from their configured start");
+                CheckpointFile::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => CheckpointFile::default(),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", checkpoints.display())),
+        };
+        let mut committed = file.committed;
+        if let Some(p) = file.pending {
+            if p.epoch == spool.epoch().0 && spool.next_seq().0 >= p.end_seq {
+                apply(&mut committed, p.positions);
+            }
+        }
+        let mut d = Durable {
+            spool,
+            committed,
+            path: checkpoints,
+        };
+        d.write(None)?;
+        Ok((d, report))
+    }
+
+    /// Positions as of the last durable append.
+    pub fn checkpoints(&self) -> &BTreeMap<String, String> {
+        &self.committed
+    }
+
+    fn write(&mut self, pending: Option<Pending>) -> Result<()> {
+        let f = CheckpointFile {
+            committed: self.committed.clone(),
+            pending,
+        };
+        write_atomic(&self.path, &serde_json::to_vec(&f)?, 0o600)
+    }
+
+    /// Appends records and advances `positions` with them, atomically as described above.
+    pub fn append(
+        &mut self,
+        records: &[&[u8]],
+        positions: BTreeMap<String, String>,
+    ) -> Result<Appended> {
+        if records.is_empty() {
+            return Ok(Appended::Ok {
+                first: self.spool.next_seq(),
+                end: self.spool.next_seq(),
+            });
+        }
+        let epoch = self.spool.epoch();
+        let end_seq = self.spool.next_seq().0 + records.len() as u64;
+        let has_positions = !positions.is_empty();
+        if has_positions {
+            self.write(Some(Pending {
+                positions: positions.clone(),
+                epoch: epoch.0,
+                end_seq,
+            }))?;
+        }
+        match self.spool.append(records) {
+            Ok(r) => {
+                apply(&mut self.committed, positions);
+                Ok(Appended::Ok {
+                    first: Seq(r.start),
+                    end: Seq(r.end),
+                })
+            }
+            Err(SpoolError::Full { .. }) => {
+                if has_positions {
+                    // Drop the intent now, so that a later append cannot make it look applied.
+                    self.write(None)?;
+                }
+                Ok(Appended::Full)
+            }
+            Err(e) => {
+                if has_positions {
+                    let _ = self.write(None);
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Starts a new epoch (rollback or clone detected).
+    pub fn new_epoch(&mut self) -> Result<Epoch> {
+        self.write(None)?;
+        Ok(self.spool.new_epoch()?)
+    }
+}

@@ -1,0 +1,587 @@
+//! `vigie`: the command line and the one-machine launcher.
+//!
+//! Owns: `vigie up` (collector, a status page on the dashboard port and a local
+//! agent in one process, under one data directory), and thin clients of the
+//! collector's management API (`search`, `enroll create`, `agents`).
+//!
+//! Never does: open the event store itself (it asks the collector), or take an
+//! enrollment secret from its own command line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+#[derive(Parser)]
+#[command(
+    name = "vigie",
+    version,
+    about = "Vigie: watch, secure and repair the machines of a Proxmox estate"
+)]
+struct Cli {
+    /// Data directory holding the collector store, keys and the local agent's spool.
+    #[arg(long, global = true, env = "VIGIE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Management API of the collector (default: read from the data directory's running collector, else http://127.0.0.1:7701).
+    #[arg(long, global = true, env = "VIGIE_API")]
+    api: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start the collector, the status page and a local agent watching this machine.
+    Up {
+        /// Do not start the local agent.
+        #[arg(long)]
+        no_agent: bool,
+        /// UDP address agents ship to.
+        #[arg(long, default_value = "0.0.0.0:7702")]
+        ingest: SocketAddr,
+        /// Management API address (keep it on loopback).
+        #[arg(long, default_value = "127.0.0.1:7701")]
+        api_listen: SocketAddr,
+        /// Dashboard address.
+        #[arg(long, default_value = "127.0.0.1:7700")]
+        dashboard: SocketAddr,
+        /// Syslog listener of the local agent (UDP and TCP).
+        #[arg(long, default_value = "127.0.0.1:5514")]
+        syslog: String,
+    },
+    /// Search stored events, newest first.
+    Search {
+        /// Query, e.g. `sshd AND event.outcome:failure` (see docs/query-language.md). Empty: everything.
+        query: Option<String>,
+        /// How far back to look, e.g. 15m, 24h, 7d.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        since: Option<String>,
+        /// Start of the range (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print each event as its canonical JSON, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enrollment tokens.
+    Enroll {
+        #[command(subcommand)]
+        cmd: EnrollCmd,
+    },
+    /// List enrolled agents.
+    Agents,
+    /// Run only the collector (what `vigie up` runs, without the local agent and status page).
+    Collector {
+        /// Collector configuration (TOML); `--data-dir` puts its data under DATA_DIR/collector.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = "0.0.0.0:7702")]
+        ingest: SocketAddr,
+        #[arg(long, default_value = "127.0.0.1:7701")]
+        api_listen: SocketAddr,
+    },
+    /// Run or enroll an agent (the same as the `vigie-agent` binary).
+    Agent {
+        #[command(subcommand)]
+        cmd: AgentCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentCmd {
+    /// Run the agent with a configuration file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Enroll with a single-use token read from a file (`-` for stdin).
+    Enroll {
+        #[arg(long)]
+        token_file: PathBuf,
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnrollCmd {
+    /// Print a single-use enrollment token for a new agent.
+    Create {
+        /// How long the token stays valid.
+        #[arg(long, default_value = "1h")]
+        expires: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+}
+
+fn default_data_dir() -> PathBuf {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if root {
+        PathBuf::from("/var/lib/vigie")
+    } else {
+        let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+        PathBuf::from(home).join(".local/share/vigie")
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    match cli.cmd {
+        Cmd::Up {
+            no_agent,
+            ingest,
+            api_listen,
+            dashboard,
+            syslog,
+        } => {
+            init_logs();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(up(
+                data_dir, no_agent, ingest, api_listen, dashboard, syslog,
+            ))
+        }
+        Cmd::Search {
+            query,
+            since,
+            from,
+            to,
+            limit,
+            json,
+        } => {
+            let api = Api::new(&data_dir, cli.api.as_deref())?;
+            let mut params = vec![("limit", limit.to_string()), ("count", "true".into())];
+            if let Some(q) = query {
+                params.push(("q", q));
+            }
+            match (since, from) {
+                (Some(s), _) => params.push(("since", s)),
+                (None, Some(f)) => params.push(("from", f)),
+                (None, None) => params.push(("since", "24h".into())),
+            }
+            if let Some(t) = to {
+                params.push(("to", t));
+            }
+            let v = api.get("/api/v1/search", &params)?;
+            let events = v["events"].as_array().cloned().unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            for e in &events {
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(e)?)?;
+                } else {
+                    writeln!(out, "{}", human_line(e))?;
+                }
+            }
+            if !json {
+                eprintln!(
+                    "{} shown of {} matching",
+                    events.len(),
+                    v["total"]
+                        .as_u64()
+                        .map(|n| n.to_string())
+                        .unwrap_or_else(|| "?".into())
+                );
+            }
+            Ok(())
+        }
+        Cmd::Enroll {
+            cmd: EnrollCmd::Create { expires, comment },
+        } => {
+            let api = Api::new(&data_dir, cli.api.as_deref())?;
+            let d = humantime::parse_duration(&expires).with_context(|| {
+                format!("invalid --expires {expires:?}: use for example 30m, 1h or 7d")
+            })?;
+            let v = api.post(
+                "/api/v1/enroll",
+                serde_json::json!({ "expires_secs": d.as_secs().max(1), "comment": comment }),
+            )?;
+            println!("{}", v["token"].as_str().unwrap_or_default());
+            eprintln!(
+                "single use, expires at {}. On the new machine: save it to a file and run `vigie-agent enroll --token-file FILE` (or pipe it to `--token-file -`).",
+                v["expires_at"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        Cmd::Collector {
+            config,
+            ingest,
+            api_listen,
+        } => {
+            init_logs();
+            let mut cfg = match &config {
+                Some(p) => vigie_collector::load_config(p)?,
+                None => vigie_collector::CollectorConfig {
+                    ingest_listen: ingest,
+                    api_listen,
+                    ..Default::default()
+                },
+            };
+            if config.is_none() || cli.data_dir.is_some() {
+                cfg.data_dir = data_dir.join("collector");
+            }
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let c = vigie_collector::Collector::start(cfg.clone()).await?;
+                vigie_agent::state::write_atomic(
+                    &cfg.data_dir.join("api.url"),
+                    format!("http://{}", c.api_addr).as_bytes(),
+                    0o644,
+                )?;
+                println!(
+                    "collector: agents connect to UDP {}, management API on http://{}",
+                    c.ingest_addr, c.api_addr
+                );
+                wait_for_stop().await?;
+                c.shutdown().await;
+                Ok(())
+            })
+        }
+        Cmd::Agent {
+            cmd: AgentCmd::Enroll { token_file, config },
+        } => {
+            let cfg = vigie_agent::config::AgentConfig::load(&config)?;
+            let token = vigie_agent::read_token(&token_file)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let e = rt.block_on(vigie_agent::enroll::enroll(
+                &vigie_agent::state::Paths::new(&cfg.data_dir),
+                &token,
+                chrono_now(),
+            ))?;
+            println!(
+                "enrolled as agent {} with collector {}",
+                e.agent_id,
+                e.collectors.join(", ")
+            );
+            Ok(())
+        }
+        Cmd::Agent {
+            cmd: AgentCmd::Run { config },
+        } => {
+            init_logs();
+            let cfg = vigie_agent::config::AgentConfig::load(&config)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let a = vigie_agent::Agent::start(cfg).await?;
+                wait_for_stop().await?;
+                a.shutdown().await;
+                Ok(())
+            })
+        }
+        Cmd::Agents => {
+            let api = Api::new(&data_dir, cli.api.as_deref())?;
+            let v = api.get("/api/v1/agents", &[])?;
+            for a in v["agents"].as_array().cloned().unwrap_or_default() {
+                println!(
+                    "{}  {:<24} last seen {:<32} {}",
+                    a["id"].as_str().unwrap_or(""),
+                    a["hostname"].as_str().unwrap_or(""),
+                    a["last_seen"].as_str().unwrap_or("never"),
+                    if a["revoked"].as_bool() == Some(true) {
+                        "revoked"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,quinn=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn wait_for_stop() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn human_line(e: &Value) -> String {
+    let ts = e["@timestamp"].as_str().unwrap_or("");
+    let host = e["host"]["name"].as_str().unwrap_or("-");
+    let kind = e["event"]["dataset"].as_str().unwrap_or("");
+    let msg = e["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            let mut m = serde_json::Map::new();
+            for k in [
+                "process",
+                "user",
+                "source",
+                "destination",
+                "file",
+                "system",
+                "vigie",
+            ] {
+                if let Some(v) = e.get(k) {
+                    m.insert(k.to_string(), v.clone());
+                }
+            }
+            Value::Object(m).to_string()
+        });
+    format!("{ts} {host} {kind} {msg}")
+}
+
+/// A client of the collector's management API.
+struct Api {
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(data_dir: &Path, api: Option<&str>) -> Result<Api> {
+        let tok_path = data_dir.join("collector/api.token");
+        let token = std::fs::read_to_string(&tok_path)
+            .with_context(|| format!("cannot read the service token {}: is `vigie up` running with this data directory? (set --data-dir or VIGIE_DATA_DIR)", tok_path.display()))?
+            .trim()
+            .to_string();
+        let base = match api {
+            Some(a) => a.trim_end_matches('/').to_string(),
+            None => std::fs::read_to_string(data_dir.join("collector/api.url"))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "http://127.0.0.1:7701".into()),
+        };
+        Ok(Api { base, token })
+    }
+
+    fn handle(&self, r: Result<ureq::Response, ureq::Error>) -> Result<Value> {
+        match r {
+            Ok(resp) => Ok(resp.into_json()?),
+            Err(ureq::Error::Status(code, resp)) => {
+                let v: Value = resp.into_json().unwrap_or(Value::Null);
+                bail!(
+                    "{} (HTTP {code})",
+                    v["error"].as_str().unwrap_or("request failed")
+                )
+            }
+            Err(e) => bail!(
+                "cannot reach the collector at {}: {e}; is `vigie up` running?",
+                self.base
+            ),
+        }
+    }
+
+    fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Value> {
+        let mut req = ureq::get(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .timeout(Duration::from_secs(60));
+        for (k, v) in params {
+            req = req.query(k, v);
+        }
+        self.handle(req.call())
+    }
+
+    fn post(&self, path: &str, body: Value) -> Result<Value> {
+        let req = ureq::post(&format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
+            .timeout(Duration::from_secs(60));
+        self.handle(req.send_json(body))
+    }
+}
+
+async fn up(
+    data_dir: PathBuf,
+    no_agent: bool,
+    ingest: SocketAddr,
+    api_listen: SocketAddr,
+    dashboard: SocketAddr,
+    syslog: String,
+) -> Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}; choose another with --data-dir",
+            data_dir.display()
+        )
+    })?;
+    let data_dir = data_dir.canonicalize()?;
+    let cfg = vigie_collector::CollectorConfig {
+        data_dir: data_dir.join("collector"),
+        ingest_listen: ingest,
+        api_listen,
+        ..Default::default()
+    };
+    let collector = vigie_collector::Collector::start(cfg).await?;
+    let api_url = format!("http://{}", collector.api_addr);
+    vigie_agent::state::write_atomic(
+        &data_dir.join("collector/api.url"),
+        api_url.as_bytes(),
+        0o644,
+    )?;
+
+    let mut agent = None;
+    if !no_agent {
+        let agent_dir = data_dir.join("agent");
+        let paths = vigie_agent::state::Paths::new(&agent_dir);
+        if !paths.is_enrolled() {
+            let st = &collector.api_state;
+            let addrs = vec![format!("127.0.0.1:{}", collector.ingest_addr.port())];
+            let bundle = vigie_collector::api::create_token(
+                &collector.store,
+                &addrs,
+                &st.server_name,
+                &st.ca_der,
+                Duration::from_secs(300),
+                "local agent of vigie up".into(),
+            )
+            .await
+            .map_err(|_| anyhow::anyhow!("cannot create the local agent's enrollment token"))?;
+            let now = chrono_now();
+            vigie_agent::enroll::enroll(&paths, &bundle.encode(), now)
+                .await
+                .context("cannot enroll the local agent")?;
+        }
+        let mut acfg = vigie_agent::config::AgentConfig::local_default(&agent_dir, &syslog);
+        acfg.collectors = vec![format!("127.0.0.1:{}", collector.ingest_addr.port())];
+        agent = Some(
+            vigie_agent::Agent::start(acfg)
+                .await
+                .context("cannot start the local agent")?,
+        );
+    }
+
+    let status = Arc::new(StatusPage {
+        data_dir: data_dir.clone(),
+        ingest: collector.ingest_addr,
+        api: collector.api_addr,
+        agent: !no_agent,
+        syslog: syslog.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind(dashboard)
+        .await
+        .with_context(|| format!("cannot listen on {dashboard} for the dashboard; is another vigie running? choose another with --dashboard"))?;
+    let dash_addr = listener.local_addr()?;
+    let store = collector.store.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let status = status.clone();
+            let store = store.clone();
+            async move { axum::response::Html(status.render(store.stats().events)) }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    println!();
+    println!("Vigie is running.");
+    println!("  dashboard (status page)  http://{dash_addr}/");
+    println!(
+        "  agents ship to           UDP {}  (QUIC, mutual TLS)",
+        collector.ingest_addr
+    );
+    println!(
+        "  management API           {api_url}  (token in {})",
+        data_dir.join("collector/api.token").display()
+    );
+    println!("  data directory           {}", data_dir.display());
+    if !no_agent {
+        println!(
+            "  local agent              journald, /var/log files, syslog on {syslog} (UDP+TCP), host metrics"
+        );
+    }
+    println!();
+    println!(
+        "Try:  vigie search --data-dir {} --since 15m",
+        data_dir.display()
+    );
+    println!(
+        "      vigie enroll create --data-dir {}   (a token for another machine's agent)",
+        data_dir.display()
+    );
+    println!("Stop with Ctrl-C.");
+    let _ = std::io::stdout().flush();
+
+    wait_for_stop().await?;
+    eprintln!("stopping…");
+    if let Some(a) = agent {
+        a.shutdown().await;
+    }
+    collector.shutdown().await;
+    Ok(())
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+struct StatusPage {
+    data_dir: PathBuf,
+    ingest: SocketAddr,
+    api: SocketAddr,
+    agent: bool,
+    syslog: String,
+}
+
+impl StatusPage {
+    fn render(&self, events: u64) -> String {
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
+        format!(
+            "<!doctype html><html lang=en><meta charset=utf-8><title>Vigie</title>\
+<style>body{{font-family:system-ui,sans-serif;max-width:48rem;margin:2rem auto;padding:0 1rem}}td{{padding:.2rem 1rem .2rem 0}}code{{background:#eee;padding:.1rem .3rem}}@media(prefers-color-scheme:dark){{body{{background:#111;color:#ddd}}code{{background:#333}}}}</style>\
+<h1>Vigie is running</h1><p>The full dashboard is on its way; this page says what runs and where.</p>\
+<table><tr><td>Agents ship to</td><td><code>UDP {}</code> (QUIC, mutual TLS)</td></tr>\
+<tr><td>Management API</td><td><code>http://{}</code></td></tr>\
+<tr><td>Data directory</td><td><code>{}</code></td></tr>\
+<tr><td>Local agent</td><td>{}</td></tr>\
+<tr><td>Events stored</td><td>{}</td></tr></table>\
+<h2>Search</h2><p><code>vigie search --data-dir {} --since 15m 'sshd AND event.outcome:failure'</code></p>\
+<h2>Add a machine</h2><p><code>vigie enroll create --data-dir {}</code>, then on the machine <code>vigie-agent enroll --token-file FILE</code>.</p></html>",
+            self.ingest,
+            self.api,
+            esc(&self.data_dir.display().to_string()),
+            if self.agent {
+                format!(
+                    "watching this machine (journald, /var/log, syslog on {})",
+                    esc(&self.syslog)
+                )
+            } else {
+                "not started".into()
+            },
+            events,
+            esc(&self.data_dir.display().to_string()),
+            esc(&self.data_dir.display().to_string()),
+        )
+    }
+}

@@ -288,6 +288,9 @@ async fn batch(ing: &Arc<Ingest>, ctx: &Arc<AgentConn>, frame: Vec<u8>) -> Reply
         Err(e) => return refused(RefuseCode::Unavailable, e.to_string()),
     };
     if ing.verify_only {
+        ing.metrics
+            .events_verified
+            .fetch_add(events.len() as u64, Relaxed);
         return Reply::Ack {
             epoch: header.epoch,
             stored_end: header.end_seq(),

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub batches_unavailable: AtomicU64,
     pub events_stored: AtomicU64,
     pub bytes_received: AtomicU64,
+    /// Events verified and decoded, then discarded, in verify-only benchmark mode.
+    pub events_verified: AtomicU64,
     pub commits: AtomicU64,
     commit_hist: [AtomicU64; COMMIT_BUCKETS.len() + 1],
     commit_sum_us: AtomicU64,
@@ -77,6 +79,11 @@ impl Metrics {
             "vigie_received_bytes_total",
             "Batch bytes received.",
             &self.bytes_received,
+        );
+        counter(
+            "vigie_events_verified_total",
+            "Events verified and decoded, then discarded (verify-only benchmark mode).",
+            &self.events_verified,
         );
         counter(
             "vigie_retention_deleted_events_total",

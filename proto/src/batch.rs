@@ -170,23 +170,40 @@ pub fn seal(
     events: &[Event],
     zstd_level: i32,
 ) -> Result<(Vec<u8>, Hash), BatchError> {
-    let raw = bincode::encode_to_vec(events, bincode::config::standard()).map_err(|e| BatchError::Encode(e.to_string()))?;
+    let raw = bincode::encode_to_vec(events, bincode::config::standard())
+        .map_err(|e| BatchError::Encode(e.to_string()))?;
     let count = u32::try_from(events.len()).map_err(|_| BatchError::TooManyEvents(u32::MAX))?;
-    seal_raw(key, agent, epoch, first_seq, count, agent_clock, prev_hash, &raw, zstd_level)
+    seal_raw(
+        key,
+        agent,
+        epoch,
+        first_seq,
+        count,
+        agent_clock,
+        prev_hash,
+        &raw,
+        zstd_level,
+    )
 }
 
 /// The bincode encoding of one event, as the agent stores it in its spool.
 pub fn encode_event(event: &Event) -> Result<Vec<u8>, BatchError> {
-    bincode::encode_to_vec(event, bincode::config::standard()).map_err(|e| BatchError::Encode(e.to_string()))
+    bincode::encode_to_vec(event, bincode::config::standard())
+        .map_err(|e| BatchError::Encode(e.to_string()))
 }
 
 /// Decodes one event encoded by [`encode_event`], with a size cap.
 pub fn decode_event(bytes: &[u8]) -> Result<Event, BatchError> {
-    let (e, used): (Event, usize) = bincode::decode_from_slice(bytes, bincode_config()).map_err(|e| BatchError::Decode(e.to_string()))?;
+    let (e, used): (Event, usize) = bincode::decode_from_slice(bytes, bincode_config())
+        .map_err(|e| BatchError::Decode(e.to_string()))?;
     if used != bytes.len() {
-        return Err(BatchError::Decode(format!("{} trailing bytes after the event", bytes.len() - used)));
+        return Err(BatchError::Decode(format!(
+            "{} trailing bytes after the event",
+            bytes.len() - used
+        )));
     }
-    e.check_bounds().map_err(|reason| BatchError::EventBounds { index: 0, reason })?;
+    e.check_bounds()
+        .map_err(|reason| BatchError::EventBounds { index: 0, reason })?;
     Ok(e)
 }
 
@@ -195,7 +212,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<Event, BatchError> {
 /// decoding and re-encoding them.
 pub fn raw_payload(records: &[&[u8]]) -> Result<Vec<u8>, BatchError> {
     let total: usize = records.iter().map(|r| r.len()).sum();
-    let mut out = bincode::encode_to_vec(records.len() as u64, bincode::config::standard()).map_err(|e| BatchError::Encode(e.to_string()))?;
+    let mut out = bincode::encode_to_vec(records.len() as u64, bincode::config::standard())
+        .map_err(|e| BatchError::Encode(e.to_string()))?;
     out.reserve(total);
     for r in records {
         out.extend_from_slice(r);
@@ -223,9 +241,13 @@ pub fn seal_raw(
         return Err(BatchError::TooManyEvents(count));
     }
     if raw.len() > MAX_DECOMPRESSED_LEN {
-        return Err(BatchError::Encode(format!("payload is {} bytes decompressed; at most {MAX_DECOMPRESSED_LEN}", raw.len())));
+        return Err(BatchError::Encode(format!(
+            "payload is {} bytes decompressed; at most {MAX_DECOMPRESSED_LEN}",
+            raw.len()
+        )));
     }
-    let payload = zstd::bulk::compress(raw, zstd_level).map_err(|e| BatchError::Encode(e.to_string()))?;
+    let payload =
+        zstd::bulk::compress(raw, zstd_level).map_err(|e| BatchError::Encode(e.to_string()))?;
     let frame_len = HEADER_LEN + SIG_LEN + payload.len();
     if frame_len > MAX_FRAME_LEN {
         return Err(BatchError::TooLong(frame_len));
@@ -281,20 +303,32 @@ impl<'a> SignedBatch<'a> {
         let header = BatchHeader::decode(&frame[..HEADER_LEN])?;
         let actual = frame.len() - HEADER_LEN - SIG_LEN;
         if header.payload_len as usize != actual {
-            return Err(BatchError::LengthMismatch { declared: header.payload_len as usize, actual });
+            return Err(BatchError::LengthMismatch {
+                declared: header.payload_len as usize,
+                actual,
+            });
         }
         Ok(SignedBatch { header, frame })
     }
 
     /// Verifies the signature with the sender's key (strict: no malleable signatures).
     pub fn verify(self, key: &VerifyingKey) -> Result<VerifiedBatch<'a>, BatchError> {
-        let sig_bytes: [u8; SIG_LEN] = self.frame[HEADER_LEN..HEADER_LEN + SIG_LEN].try_into().map_err(|_| BatchError::BadSignature)?;
+        let sig_bytes: [u8; SIG_LEN] = self.frame[HEADER_LEN..HEADER_LEN + SIG_LEN]
+            .try_into()
+            .map_err(|_| BatchError::BadSignature)?;
         let sig = Signature::from_bytes(&sig_bytes);
-        let msg = signed_message(&self.frame[..HEADER_LEN], &self.frame[HEADER_LEN + SIG_LEN..]);
-        key.verify_strict(&msg, &sig).map_err(|_| BatchError::BadSignature)?;
+        let msg = signed_message(
+            &self.frame[..HEADER_LEN],
+            &self.frame[HEADER_LEN + SIG_LEN..],
+        );
+        key.verify_strict(&msg, &sig)
+            .map_err(|_| BatchError::BadSignature)?;
         // verify_strict implies verify; keep the trait import honest for readers.
         debug_assert!(key.verify(&msg, &sig).is_ok());
-        Ok(VerifiedBatch { header: self.header, frame: self.frame })
+        Ok(VerifiedBatch {
+            header: self.header,
+            frame: self.frame,
+        })
     }
 }
 
@@ -317,17 +351,26 @@ impl VerifiedBatch<'_> {
     /// Decompresses (capped) and decodes the events (capped), checking the count and each event's bounds.
     pub fn decode(&self) -> Result<Vec<Event>, BatchError> {
         let payload = &self.frame[HEADER_LEN + SIG_LEN..];
-        let raw = zstd::bulk::decompress(payload, MAX_DECOMPRESSED_LEN).map_err(|e| BatchError::Decompress(e.to_string()))?;
+        let raw = zstd::bulk::decompress(payload, MAX_DECOMPRESSED_LEN)
+            .map_err(|e| BatchError::Decompress(e.to_string()))?;
         let (events, used): (Vec<Event>, usize) =
-            bincode::decode_from_slice(&raw, bincode_config()).map_err(|e| BatchError::Decode(e.to_string()))?;
+            bincode::decode_from_slice(&raw, bincode_config())
+                .map_err(|e| BatchError::Decode(e.to_string()))?;
         if used != raw.len() {
-            return Err(BatchError::Decode(format!("{} trailing bytes after the events", raw.len() - used)));
+            return Err(BatchError::Decode(format!(
+                "{} trailing bytes after the events",
+                raw.len() - used
+            )));
         }
         if events.len() != self.header.count as usize {
-            return Err(BatchError::CountMismatch { declared: self.header.count, actual: events.len() });
+            return Err(BatchError::CountMismatch {
+                declared: self.header.count,
+                actual: events.len(),
+            });
         }
         for (index, e) in events.iter().enumerate() {
-            e.check_bounds().map_err(|reason| BatchError::EventBounds { index, reason })?;
+            e.check_bounds()
+                .map_err(|reason| BatchError::EventBounds { index, reason })?;
         }
         Ok(events)
     }
@@ -355,7 +398,17 @@ mod tests {
     #[test]
     fn seal_verify_decode() {
         let k = key(1);
-        let (frame, hash) = seal(&k, AgentId([7; 16]), Epoch(9), Seq(100), Timestamp(5), [0; 32], &events(3), 1).expect("seal");
+        let (frame, hash) = seal(
+            &k,
+            AgentId([7; 16]),
+            Epoch(9),
+            Seq(100),
+            Timestamp(5),
+            [0; 32],
+            &events(3),
+            1,
+        )
+        .expect("seal");
         let sb = SignedBatch::parse(&frame).expect("parse");
         assert_eq!(sb.header.first_seq, Seq(100));
         assert_eq!(sb.header.end_seq(), Seq(103));
@@ -367,8 +420,21 @@ mod tests {
     #[test]
     fn wrong_key_and_tampering_are_refused() {
         let k = key(1);
-        let (frame, _) = seal(&k, AgentId([7; 16]), Epoch(9), Seq(0), Timestamp(5), [0; 32], &events(2), 1).expect("seal");
-        let err = SignedBatch::parse(&frame).expect("parse").verify(&key(2).verifying_key()).unwrap_err();
+        let (frame, _) = seal(
+            &k,
+            AgentId([7; 16]),
+            Epoch(9),
+            Seq(0),
+            Timestamp(5),
+            [0; 32],
+            &events(2),
+            1,
+        )
+        .expect("seal");
+        let err = SignedBatch::parse(&frame)
+            .expect("parse")
+            .verify(&key(2).verifying_key())
+            .unwrap_err();
         assert_eq!(err, BatchError::BadSignature);
         for i in [0usize, 10, 30, 60, 100, frame.len() - 1] {
             let mut f = frame.clone();
@@ -393,7 +459,17 @@ mod tests {
     #[test]
     fn truncated_frames_are_refused() {
         let k = key(1);
-        let (frame, _) = seal(&k, AgentId([7; 16]), Epoch(9), Seq(0), Timestamp(5), [0; 32], &events(2), 1).expect("seal");
+        let (frame, _) = seal(
+            &k,
+            AgentId([7; 16]),
+            Epoch(9),
+            Seq(0),
+            Timestamp(5),
+            [0; 32],
+            &events(2),
+            1,
+        )
+        .expect("seal");
         for n in 0..frame.len() {
             assert!(SignedBatch::parse(&frame[..n]).is_err());
         }

@@ -26,7 +26,11 @@ pub const MAX_ARG_LEN: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Encode, Decode)]
 pub enum Action {
     /// Run an allowlisted script with validated arguments.
-    RunScript { script_id: String, sha256: [u8; 32], args: Vec<String> },
+    RunScript {
+        script_id: String,
+        sha256: [u8; 32],
+        args: Vec<String>,
+    },
     /// Ask the agent to report its health now.
     ReportHealth,
 }
@@ -63,7 +67,8 @@ pub enum CommandError {
 
 /// Signs a command into its frame.
 pub fn sign_command(key: &SigningKey, cmd: &Command) -> Result<Vec<u8>, CommandError> {
-    let body = bincode::encode_to_vec(cmd, bincode::config::standard()).map_err(|e| CommandError::Encode(e.to_string()))?;
+    let body = bincode::encode_to_vec(cmd, bincode::config::standard())
+        .map_err(|e| CommandError::Encode(e.to_string()))?;
     if body.len() + 64 > MAX_COMMAND_LEN {
         return Err(CommandError::BadLength(body.len() + 64));
     }
@@ -76,17 +81,29 @@ pub fn sign_command(key: &SigningKey, cmd: &Command) -> Result<Vec<u8>, CommandE
 }
 
 /// Verifies a command frame for agent `me` at time `now`, given the last sequence it ran.
-pub fn verify_command(key: &VerifyingKey, frame: &[u8], me: AgentId, now: Timestamp, last_seq: u64) -> Result<Command, CommandError> {
+pub fn verify_command(
+    key: &VerifyingKey,
+    frame: &[u8],
+    me: AgentId,
+    now: Timestamp,
+    last_seq: u64,
+) -> Result<Command, CommandError> {
     if frame.len() <= 64 || frame.len() > MAX_COMMAND_LEN {
         return Err(CommandError::BadLength(frame.len()));
     }
-    let sig = Signature::from_bytes(frame[..64].try_into().map_err(|_| CommandError::BadSignature)?);
+    let sig = Signature::from_bytes(
+        frame[..64]
+            .try_into()
+            .map_err(|_| CommandError::BadSignature)?,
+    );
     let body = &frame[64..];
     let mut msg = DOMAIN.to_vec();
     msg.extend_from_slice(body);
-    key.verify_strict(&msg, &sig).map_err(|_| CommandError::BadSignature)?;
+    key.verify_strict(&msg, &sig)
+        .map_err(|_| CommandError::BadSignature)?;
     let cfg = bincode::config::standard().with_limit::<MAX_COMMAND_LEN>();
-    let (cmd, used): (Command, usize) = bincode::decode_from_slice(body, cfg).map_err(|e| CommandError::Decode(e.to_string()))?;
+    let (cmd, used): (Command, usize) =
+        bincode::decode_from_slice(body, cfg).map_err(|e| CommandError::Decode(e.to_string()))?;
     if used != body.len() {
         return Err(CommandError::Decode("trailing bytes".into()));
     }
@@ -97,12 +114,15 @@ pub fn verify_command(key: &VerifyingKey, frame: &[u8], me: AgentId, now: Timest
         return Err(CommandError::Expired(cmd.expires_at));
     }
     if cmd.seq <= last_seq {
-        return Err(CommandError::Replayed { got: cmd.seq, last: last_seq });
+        return Err(CommandError::Replayed {
+            got: cmd.seq,
+            last: last_seq,
+        });
     }
-    if let Action::RunScript { args, .. } = &cmd.action {
-        if args.len() > MAX_ARGS || args.iter().any(|a| a.len() > MAX_ARG_LEN) {
-            return Err(CommandError::BadArgs(args.len()));
-        }
+    if let Action::RunScript { args, .. } = &cmd.action
+        && (args.len() > MAX_ARGS || args.iter().any(|a| a.len() > MAX_ARG_LEN))
+    {
+        return Err(CommandError::BadArgs(args.len()));
     }
     Ok(cmd)
 }
@@ -118,7 +138,11 @@ mod tests {
             seq,
             issued_at: Timestamp::from_secs(100),
             expires_at: Timestamp::from_secs(200),
-            action: Action::RunScript { script_id: "block_ip".into(), sha256: [3; 32], args: vec!["10.0.0.1".into()] },
+            action: Action::RunScript {
+                script_id: "block_ip".into(),
+                sha256: [3; 32],
+                args: vec!["10.0.0.1".into()],
+            },
         }
     }
 
@@ -128,15 +152,33 @@ mod tests {
         let vk = k.verifying_key();
         let f = sign_command(&k, &cmd(5)).expect("sign");
         let now = Timestamp::from_secs(150);
-        assert_eq!(verify_command(&vk, &f, AgentId([2; 16]), now, 4).expect("ok"), cmd(5));
-        assert_eq!(verify_command(&vk, &f, AgentId([2; 16]), now, 5), Err(CommandError::Replayed { got: 5, last: 5 }));
-        assert_eq!(verify_command(&vk, &f, AgentId([3; 16]), now, 0), Err(CommandError::WrongTarget(AgentId([2; 16]))));
-        assert!(matches!(verify_command(&vk, &f, AgentId([2; 16]), Timestamp::from_secs(200), 0), Err(CommandError::Expired(_))));
+        assert_eq!(
+            verify_command(&vk, &f, AgentId([2; 16]), now, 4).expect("ok"),
+            cmd(5)
+        );
+        assert_eq!(
+            verify_command(&vk, &f, AgentId([2; 16]), now, 5),
+            Err(CommandError::Replayed { got: 5, last: 5 })
+        );
+        assert_eq!(
+            verify_command(&vk, &f, AgentId([3; 16]), now, 0),
+            Err(CommandError::WrongTarget(AgentId([2; 16])))
+        );
+        assert!(matches!(
+            verify_command(&vk, &f, AgentId([2; 16]), Timestamp::from_secs(200), 0),
+            Err(CommandError::Expired(_))
+        ));
         let other = SigningKey::from_bytes(&[8; 32]).verifying_key();
-        assert_eq!(verify_command(&other, &f, AgentId([2; 16]), now, 0), Err(CommandError::BadSignature));
+        assert_eq!(
+            verify_command(&other, &f, AgentId([2; 16]), now, 0),
+            Err(CommandError::BadSignature)
+        );
         let mut t = f.clone();
         let last = t.len() - 1;
         t[last] ^= 1;
-        assert_eq!(verify_command(&vk, &t, AgentId([2; 16]), now, 0), Err(CommandError::BadSignature));
+        assert_eq!(
+            verify_command(&vk, &t, AgentId([2; 16]), now, 0),
+            Err(CommandError::BadSignature)
+        );
     }
 }

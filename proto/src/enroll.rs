@@ -6,8 +6,8 @@
 //! or stdin, never from its command line. The collector stores only a SHA-256 of
 //! the secret.
 
-use bincode::{Decode, Encode};
 use base64::Engine;
+use bincode::{Decode, Encode};
 use sha2::{Digest, Sha256};
 
 use crate::event::Timestamp;
@@ -31,17 +31,25 @@ pub struct Bundle {
 impl Bundle {
     pub fn encode(&self) -> String {
         let bytes = bincode::encode_to_vec(self, bincode::config::standard()).unwrap_or_default();
-        format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+        format!(
+            "{PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        )
     }
 
     pub fn decode(text: &str) -> Result<Bundle, String> {
         let text = text.trim();
         if text.len() > MAX_BUNDLE_LEN {
-            return Err(format!("enrollment token is {} bytes; at most {MAX_BUNDLE_LEN}: is this the right file?", text.len()));
+            return Err(format!(
+                "enrollment token is {} bytes; at most {MAX_BUNDLE_LEN}: is this the right file?",
+                text.len()
+            ));
         }
-        let body = text
-            .strip_prefix(PREFIX)
-            .ok_or_else(|| format!("enrollment token must start with {PREFIX:?}; create one with `vigie enroll create`"))?;
+        let body = text.strip_prefix(PREFIX).ok_or_else(|| {
+            format!(
+                "enrollment token must start with {PREFIX:?}; create one with `vigie enroll create`"
+            )
+        })?;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|e| format!("enrollment token is not valid base64url ({e}); copy the whole line printed by `vigie enroll create`"))?;
@@ -49,7 +57,9 @@ impl Bundle {
         let (b, used): (Bundle, usize) =
             bincode::decode_from_slice(&bytes, cfg).map_err(|e| format!("enrollment token does not decode ({e}); create a new one with `vigie enroll create`"))?;
         if used != bytes.len() {
-            return Err("enrollment token has trailing bytes; copy exactly the printed line".into());
+            return Err(
+                "enrollment token has trailing bytes; copy exactly the printed line".into(),
+            );
         }
         if b.collectors.is_empty() {
             return Err("enrollment token names no collector address".into());
@@ -79,8 +89,16 @@ mod tests {
         };
         let s = b.encode();
         assert_eq!(Bundle::decode(&format!("  {s}\n")).expect("decode"), b);
-        assert!(Bundle::decode("hello").unwrap_err().contains("must start with"));
-        assert!(Bundle::decode("vigie-enroll-v1:!!!").unwrap_err().contains("base64url"));
+        assert!(
+            Bundle::decode("hello")
+                .unwrap_err()
+                .contains("must start with")
+        );
+        assert!(
+            Bundle::decode("vigie-enroll-v1:!!!")
+                .unwrap_err()
+                .contains("base64url")
+        );
         assert!(Bundle::decode("vigie-enroll-v1:AAAA").is_err());
     }
 }

@@ -57,8 +57,9 @@ impl Timestamp {
     }
     /// Parses RFC 3339 (any offset) into UTC.
     pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
-        let dt = chrono::DateTime::parse_from_rfc3339(s)
-            .map_err(|e| format!("invalid timestamp {s:?}: {e}; expected RFC 3339 such as 2026-01-31T12:00:00Z"))?;
+        let dt = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
+            format!("invalid timestamp {s:?}: {e}; expected RFC 3339 such as 2026-01-31T12:00:00Z")
+        })?;
         dt.timestamp_nanos_opt()
             .map(Timestamp)
             .ok_or_else(|| format!("timestamp {s:?} is out of range"))
@@ -85,7 +86,21 @@ impl<'de> Deserialize<'de> for Timestamp {
 }
 
 /// What produced an event: Vigie's closed list of event kinds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// A line of text from journald, a file or syslog.
@@ -206,7 +221,21 @@ impl Outcome {
 }
 
 /// Syslog severities (RFC 5424), used for every event's `log.level`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Encode,
+    Decode,
+    Serialize,
+    Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Emergency = 0,
@@ -251,13 +280,16 @@ impl Severity {
     }
     pub fn parse(s: &str) -> Option<Severity> {
         let s = s.to_ascii_lowercase();
-        Severity::ALL.into_iter().find(|v| v.as_str() == s).or(match s.as_str() {
-            "emerg" | "panic" => Some(Severity::Emergency),
-            "crit" => Some(Severity::Critical),
-            "err" => Some(Severity::Error),
-            "warn" => Some(Severity::Warning),
-            _ => None,
-        })
+        Severity::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .or(match s.as_str() {
+                "emerg" | "panic" => Some(Severity::Emergency),
+                "crit" => Some(Severity::Critical),
+                "err" => Some(Severity::Error),
+                "warn" => Some(Severity::Warning),
+                _ => None,
+            })
     }
 }
 
@@ -598,7 +630,10 @@ impl Event {
     pub fn new(kind: Kind, timestamp: Timestamp) -> Self {
         Event {
             timestamp,
-            event: EventMeta { kind, ..Default::default() },
+            event: EventMeta {
+                kind,
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -641,13 +676,26 @@ impl Event {
     /// Checks the bounds a decoded event must respect (labels, message size).
     pub fn check_bounds(&self) -> Result<(), String> {
         if self.labels.len() > MAX_LABELS {
-            return Err(format!("event has {} labels; at most {MAX_LABELS} are allowed", self.labels.len()));
+            return Err(format!(
+                "event has {} labels; at most {MAX_LABELS} are allowed",
+                self.labels.len()
+            ));
         }
-        if let Some((k, _)) = self.labels.iter().find(|(k, v)| k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN) {
-            return Err(format!("label {:?} is longer than {MAX_LABEL_LEN} bytes", truncate_for_log(k)));
+        if let Some((k, _)) = self
+            .labels
+            .iter()
+            .find(|(k, v)| k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
+        {
+            return Err(format!(
+                "label {:?} is longer than {MAX_LABEL_LEN} bytes",
+                truncate_for_log(k)
+            ));
         }
         if self.message.len() > MAX_MESSAGE_LEN {
-            return Err(format!("message is {} bytes; at most {MAX_MESSAGE_LEN} are allowed", self.message.len()));
+            return Err(format!(
+                "message is {} bytes; at most {MAX_MESSAGE_LEN} are allowed",
+                self.message.len()
+            ));
         }
         Ok(())
     }
@@ -778,12 +826,34 @@ impl Event {
         for (prefix, ep) in [("source", &self.source), ("destination", &self.destination)] {
             if let Some(ep) = ep {
                 if let Some(ip) = ep.ip {
-                    f(if prefix == "source" { "source.ip" } else { "destination.ip" }, Ip(ip));
+                    f(
+                        if prefix == "source" {
+                            "source.ip"
+                        } else {
+                            "destination.ip"
+                        },
+                        Ip(ip),
+                    );
                 }
                 if let Some(port) = ep.port {
-                    f(if prefix == "source" { "source.port" } else { "destination.port" }, Int(port.into()));
+                    f(
+                        if prefix == "source" {
+                            "source.port"
+                        } else {
+                            "destination.port"
+                        },
+                        Int(port.into()),
+                    );
                 }
-                s(f, if prefix == "source" { "source.address" } else { "destination.address" }, &ep.address);
+                s(
+                    f,
+                    if prefix == "source" {
+                        "source.address"
+                    } else {
+                        "destination.address"
+                    },
+                    &ep.address,
+                );
             }
         }
         if let Some(n) = &self.network {
@@ -808,7 +878,10 @@ impl Event {
         if let Some(m) = &self.system {
             f("system.cpu.pct", Float(m.cpu_pct));
             f("system.memory.used.bytes", Int(m.memory_used_bytes as i64));
-            f("system.memory.total.bytes", Int(m.memory_total_bytes as i64));
+            f(
+                "system.memory.total.bytes",
+                Int(m.memory_total_bytes as i64),
+            );
             f("system.load.1", Float(m.load_1));
             f("system.load.5", Float(m.load_5));
             f("system.load.15", Float(m.load_15));
@@ -827,7 +900,10 @@ impl Event {
         if let Some(v) = &self.vigie {
             if let Some(h) = &v.health {
                 f("vigie.health.dropped_events", Int(h.dropped_events as i64));
-                f("vigie.health.corrupt_records", Int(h.corrupt_records as i64));
+                f(
+                    "vigie.health.corrupt_records",
+                    Int(h.corrupt_records as i64),
+                );
                 f("vigie.health.spool_bytes", Int(h.spool_bytes as i64));
                 f("vigie.health.spool_events", Int(h.spool_events as i64));
                 s(f, "vigie.health.new_epoch_reason", &h.new_epoch_reason);
@@ -951,15 +1027,29 @@ mod tests {
     use super::*;
 
     fn sample() -> Event {
-        let mut e = Event::new(Kind::Authentication, Timestamp::parse_rfc3339("2026-03-01T10:00:00.123456789Z").expect("ts"));
+        let mut e = Event::new(
+            Kind::Authentication,
+            Timestamp::parse_rfc3339("2026-03-01T10:00:00.123456789Z").expect("ts"),
+        );
         e.event.action = "ssh_login".into();
         e.event.outcome = Some(Outcome::Failure);
         e.event.module = "journald".into();
         e.host.name = "web1".into();
         e.set_message("Failed password for root from 10.0.0.5 port 2222 ssh2");
-        e.user = Some(User { name: "root".into(), ..Default::default() });
-        e.source = Some(Endpoint { ip: Some("10.0.0.5".parse().expect("ip")), port: Some(2222), address: String::new() });
-        e.log = Some(Log { level: Severity::Warning, logger: "sshd".into(), ..Default::default() });
+        e.user = Some(User {
+            name: "root".into(),
+            ..Default::default()
+        });
+        e.source = Some(Endpoint {
+            ip: Some("10.0.0.5".parse().expect("ip")),
+            port: Some(2222),
+            address: String::new(),
+        });
+        e.log = Some(Log {
+            level: Severity::Warning,
+            logger: "sshd".into(),
+            ..Default::default()
+        });
         e.add_label("env", "prod");
         e
     }
@@ -969,7 +1059,10 @@ mod tests {
         let e = sample();
         let j = e.to_json();
         assert!(j.starts_with(r#"{"@timestamp":"2026-03-01T10:00:00.123456789Z","event":{"dataset":"authentication","action":"ssh_login","outcome":"failure""#), "{j}");
-        assert!(j.contains(r#""source":{"ip":"10.0.0.5","port":2222}"#), "{j}");
+        assert!(
+            j.contains(r#""source":{"ip":"10.0.0.5","port":2222}"#),
+            "{j}"
+        );
         let back = Event::from_json(&j).expect("parse");
         assert_eq!(back, e);
     }
@@ -978,7 +1071,8 @@ mod tests {
     fn bincode_round_trip() {
         let e = sample();
         let bytes = bincode::encode_to_vec(&e, bincode::config::standard()).expect("encode");
-        let (back, n): (Event, usize) = bincode::decode_from_slice(&bytes, bincode::config::standard()).expect("decode");
+        let (back, n): (Event, usize) =
+            bincode::decode_from_slice(&bytes, bincode::config::standard()).expect("decode");
         assert_eq!(n, bytes.len());
         assert_eq!(back, e);
     }
@@ -994,7 +1088,10 @@ mod tests {
         let mut paths = Vec::new();
         e.visit_fields(&mut |p, _| paths.push(p.to_string()));
         for p in paths.iter().filter(|p| !p.starts_with("labels.")) {
-            assert!(FIELD_PATHS.contains(&p.as_str()), "{p} missing from FIELD_PATHS");
+            assert!(
+                FIELD_PATHS.contains(&p.as_str()),
+                "{p} missing from FIELD_PATHS"
+            );
         }
     }
 

@@ -21,14 +21,20 @@ fn check(name: &str, bytes: &[u8]) -> Vec<u8> {
     let path = dir().join(name);
     match std::fs::read(&path) {
         Ok(old) => {
-            assert_eq!(old, bytes, "{name} differs from the committed golden frame: the wire format changed");
+            assert_eq!(
+                old, bytes,
+                "{name} differs from the committed golden frame: the wire format changed"
+            );
             old
         }
         Err(_) if std::env::var_os("VIGIE_BLESS").is_some() => {
             std::fs::write(&path, bytes).expect("write golden");
             bytes.to_vec()
         }
-        Err(e) => panic!("golden frame {} is missing ({e}); run with VIGIE_BLESS=1 once", path.display()),
+        Err(e) => panic!(
+            "golden frame {} is missing ({e}); run with VIGIE_BLESS=1 once",
+            path.display()
+        ),
     }
 }
 
@@ -39,9 +45,20 @@ fn events() -> Vec<Event> {
     a.event.module = "journald".into();
     a.host.name = "pve-vm-101".into();
     a.set_message("Failed password for root from 203.0.113.7 port 50122 ssh2");
-    a.user = Some(User { name: "root".into(), ..Default::default() });
-    a.source = Some(Endpoint { ip: Some("203.0.113.7".parse().expect("ip")), port: Some(50122), address: String::new() });
-    a.log = Some(Log { level: Severity::Warning, logger: "sshd".into(), ..Default::default() });
+    a.user = Some(User {
+        name: "root".into(),
+        ..Default::default()
+    });
+    a.source = Some(Endpoint {
+        ip: Some("203.0.113.7".parse().expect("ip")),
+        port: Some(50122),
+        address: String::new(),
+    });
+    a.log = Some(Log {
+        level: Severity::Warning,
+        logger: "sshd".into(),
+        ..Default::default()
+    });
     let mut b = Event::new(Kind::Log, Timestamp::from_secs(1_767_225_601));
     b.set_message("systemd[1]: Started Daily apt download activities.");
     vec![a, b]
@@ -50,20 +67,48 @@ fn events() -> Vec<Event> {
 #[test]
 fn batch_v1() {
     let key = SigningKey::from_bytes(&[7; 32]);
-    let (frame, _) = seal(&key, AgentId([1; 16]), Epoch(0x0123_4567_89ab_cdef), Seq(41), Timestamp::from_secs(1_767_225_602), [0; 32], &events(), 1).expect("seal");
+    let (frame, _) = seal(
+        &key,
+        AgentId([1; 16]),
+        Epoch(0x0123_4567_89ab_cdef),
+        Seq(41),
+        Timestamp::from_secs(1_767_225_602),
+        [0; 32],
+        &events(),
+        1,
+    )
+    .expect("seal");
     let golden = check("batch-v1.bin", &frame);
-    let vb = SignedBatch::parse(&golden).expect("parse").verify(&key.verifying_key()).expect("verify");
+    let vb = SignedBatch::parse(&golden)
+        .expect("parse")
+        .verify(&key.verifying_key())
+        .expect("verify");
     assert_eq!(vb.decode().expect("decode"), events());
 }
 
 #[test]
 fn wire_v1() {
-    let hello = Hello { epoch: Epoch(5), next_seq: Seq(1000), agent_version: "0.1.0".into(), hostname: "pve-vm-101".into(), machine_id: "0123456789abcdef0123456789abcdef".into() };
-    let f = check("hello-v1.bin", &wire::encode_msg(MsgType::Hello, &hello).expect("enc"));
+    let hello = Hello {
+        epoch: Epoch(5),
+        next_seq: Seq(1000),
+        agent_version: "0.1.0".into(),
+        hostname: "pve-vm-101".into(),
+        machine_id: "0123456789abcdef0123456789abcdef".into(),
+    };
+    let f = check(
+        "hello-v1.bin",
+        &wire::encode_msg(MsgType::Hello, &hello).expect("enc"),
+    );
     let (ty, body) = wire::split_frame(&f).expect("split");
     assert_eq!(wire::decode_body::<Hello>(ty, body).expect("dec"), hello);
-    let reply = Reply::Ack { epoch: Epoch(5), stored_end: Seq(1000) };
-    let f = check("reply-ack-v1.bin", &wire::encode_msg(MsgType::Reply, &reply).expect("enc"));
+    let reply = Reply::Ack {
+        epoch: Epoch(5),
+        stored_end: Seq(1000),
+    };
+    let f = check(
+        "reply-ack-v1.bin",
+        &wire::encode_msg(MsgType::Reply, &reply).expect("enc"),
+    );
     let (ty, body) = wire::split_frame(&f).expect("split");
     assert_eq!(wire::decode_body::<Reply>(ty, body).expect("dec"), reply);
 }
@@ -77,10 +122,24 @@ fn command_v1() {
         seq: 7,
         issued_at: Timestamp::from_secs(100),
         expires_at: Timestamp::from_secs(400),
-        action: Action::RunScript { script_id: "block_ip".into(), sha256: [4; 32], args: vec!["203.0.113.7".into(), "3600".into()] },
+        action: Action::RunScript {
+            script_id: "block_ip".into(),
+            sha256: [4; 32],
+            args: vec!["203.0.113.7".into(), "3600".into()],
+        },
     };
     let f = check("command-v1.bin", &sign_command(&key, &cmd).expect("sign"));
-    assert_eq!(verify_command(&key.verifying_key(), &f, AgentId([2; 16]), Timestamp::from_secs(200), 6).expect("verify"), cmd);
+    assert_eq!(
+        verify_command(
+            &key.verifying_key(),
+            &f,
+            AgentId([2; 16]),
+            Timestamp::from_secs(200),
+            6
+        )
+        .expect("verify"),
+        cmd
+    );
 }
 
 #[test]
@@ -94,5 +153,8 @@ fn enroll_v1() {
         expires_at: Timestamp::from_secs(1_767_229_200),
     };
     let f = check("enroll-v1.txt", b.encode().as_bytes());
-    assert_eq!(Bundle::decode(std::str::from_utf8(&f).expect("utf8")).expect("decode"), b);
+    assert_eq!(
+        Bundle::decode(std::str::from_utf8(&f).expect("utf8")).expect("decode"),
+        b
+    );
 }

@@ -13,10 +13,18 @@ impl AgentId {
         hex::encode(self.0)
     }
     pub fn parse(s: &str) -> Result<AgentId, String> {
-        let bytes = hex::decode(s).map_err(|_| format!("invalid agent id {:?}: expected 32 hex digits", crate::event::truncate_for_log(s)))?;
-        let arr: [u8; 16] = bytes
-            .try_into()
-            .map_err(|_| format!("invalid agent id {:?}: expected 32 hex digits", crate::event::truncate_for_log(s)))?;
+        let bytes = hex::decode(s).map_err(|_| {
+            format!(
+                "invalid agent id {:?}: expected 32 hex digits",
+                crate::event::truncate_for_log(s)
+            )
+        })?;
+        let arr: [u8; 16] = bytes.try_into().map_err(|_| {
+            format!(
+                "invalid agent id {:?}: expected 32 hex digits",
+                crate::event::truncate_for_log(s)
+            )
+        })?;
         Ok(AgentId(arr))
     }
 }

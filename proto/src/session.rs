@@ -19,7 +19,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max, attempt: 0 }
+        Backoff {
+            initial,
+            max,
+            attempt: 0,
+        }
     }
 
     /// Delay before the next attempt. `jitter` in `0.0..1.0` spreads agents apart
@@ -63,7 +67,12 @@ pub struct ShipWindow {
 
 impl ShipWindow {
     pub fn new(epoch: Epoch, acked_end: Seq, max_in_flight: usize) -> Self {
-        ShipWindow { epoch, acked_end, in_flight: BTreeMap::new(), max_in_flight }
+        ShipWindow {
+            epoch,
+            acked_end,
+            in_flight: BTreeMap::new(),
+            max_in_flight,
+        }
     }
 
     pub fn can_send(&self) -> bool {
@@ -76,7 +85,12 @@ impl ShipWindow {
 
     /// Next sequence to send: after the last batch in flight, or the acked end.
     pub fn next_to_send(&self) -> Seq {
-        self.in_flight.values().next_back().copied().unwrap_or(self.acked_end).max(self.acked_end)
+        self.in_flight
+            .values()
+            .next_back()
+            .copied()
+            .unwrap_or(self.acked_end)
+            .max(self.acked_end)
     }
 
     pub fn sent(&mut self, first: Seq, end: Seq) {
@@ -105,7 +119,9 @@ impl ShipWindow {
         if from > self.acked_end {
             self.acked_end = from;
         }
-        Decision::Rewind { from: self.acked_end }
+        Decision::Rewind {
+            from: self.acked_end,
+        }
     }
 
     /// The connection dropped: everything in flight is unknown and will be resent.
@@ -146,10 +162,18 @@ mod tests {
         assert!(!w.can_send());
         assert_eq!(w.next_to_send(), Seq(20));
         assert_eq!(w.on_ack(Epoch(2), Seq(10)), Decision::Nothing);
-        assert_eq!(w.on_ack(Epoch(1), Seq(10)), Decision::Release { stored_end: Seq(10) });
+        assert_eq!(
+            w.on_ack(Epoch(1), Seq(10)),
+            Decision::Release {
+                stored_end: Seq(10)
+            }
+        );
         assert!(w.can_send());
         assert_eq!(w.on_ack(Epoch(1), Seq(5)), Decision::Nothing);
-        assert_eq!(w.on_resend(Epoch(1), Seq(10)), Decision::Rewind { from: Seq(10) });
+        assert_eq!(
+            w.on_resend(Epoch(1), Seq(10)),
+            Decision::Rewind { from: Seq(10) }
+        );
         assert_eq!(w.next_to_send(), Seq(10));
         assert!(detect_rollback(Seq(50), Seq(20)));
         assert!(!detect_rollback(Seq(20), Seq(20)));

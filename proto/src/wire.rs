@@ -101,9 +101,14 @@ pub fn frame(ty: MsgType, body: &[u8]) -> Vec<u8> {
 
 /// Builds a frame carrying a bincode-encoded message.
 pub fn encode_msg<T: Encode>(ty: MsgType, msg: &T) -> Result<Vec<u8>, WireError> {
-    let body = bincode::encode_to_vec(msg, bincode::config::standard()).map_err(|e| WireError::Encode(e.to_string()))?;
+    let body = bincode::encode_to_vec(msg, bincode::config::standard())
+        .map_err(|e| WireError::Encode(e.to_string()))?;
     if body.len() > ty.max_body() {
-        return Err(WireError::TooLong { ty, len: body.len(), max: ty.max_body() });
+        return Err(WireError::TooLong {
+            ty,
+            len: body.len(),
+            max: ty.max_body(),
+        });
     }
     Ok(frame(ty, &body))
 }
@@ -111,12 +116,22 @@ pub fn encode_msg<T: Encode>(ty: MsgType, msg: &T) -> Result<Vec<u8>, WireError>
 /// Decodes a bincode body of a given type, with the type's cap as the decoder's limit.
 pub fn decode_body<T: Decode<()>>(ty: MsgType, body: &[u8]) -> Result<T, WireError> {
     if body.len() > ty.max_body() {
-        return Err(WireError::TooLong { ty, len: body.len(), max: ty.max_body() });
+        return Err(WireError::TooLong {
+            ty,
+            len: body.len(),
+            max: ty.max_body(),
+        });
     }
     let cfg = bincode::config::standard().with_limit::<{ 16 * 1024 * 1024 }>();
-    let (v, used) = bincode::decode_from_slice(body, cfg).map_err(|e| WireError::Decode { ty, reason: e.to_string() })?;
+    let (v, used) = bincode::decode_from_slice(body, cfg).map_err(|e| WireError::Decode {
+        ty,
+        reason: e.to_string(),
+    })?;
     if used != body.len() {
-        return Err(WireError::Decode { ty, reason: format!("{} trailing bytes", body.len() - used) });
+        return Err(WireError::Decode {
+            ty,
+            reason: format!("{} trailing bytes", body.len() - used),
+        });
     }
     Ok(v)
 }
@@ -182,14 +197,32 @@ pub enum RefuseCode {
 pub enum Reply {
     /// Answer to [`Hello`]: the highest contiguous sequence stored for this epoch
     /// (exclusive end: events below it are stored), and its batch hash.
-    Welcome { stored_end: Seq, last_hash: [u8; 32] },
+    Welcome {
+        stored_end: Seq,
+        last_hash: [u8; 32],
+    },
     /// Everything below `stored_end` of `epoch` is durable.
-    Ack { epoch: Epoch, stored_end: Seq },
+    Ack {
+        epoch: Epoch,
+        stored_end: Seq,
+    },
     /// A gap: resend from `from`.
-    Resend { epoch: Epoch, from: Seq },
-    Enrolled { agent_id: AgentId, client_cert_der: Vec<u8>, command_key: [u8; 32] },
-    Commands { signed: Vec<Vec<u8>> },
-    Refused { code: RefuseCode, message: String },
+    Resend {
+        epoch: Epoch,
+        from: Seq,
+    },
+    Enrolled {
+        agent_id: AgentId,
+        client_cert_der: Vec<u8>,
+        command_key: [u8; 32],
+    },
+    Commands {
+        signed: Vec<Vec<u8>>,
+    },
+    Refused {
+        code: RefuseCode,
+        message: String,
+    },
 }
 
 #[cfg(test)]
@@ -198,7 +231,13 @@ mod tests {
 
     #[test]
     fn frame_round_trip() {
-        let h = Hello { epoch: Epoch(1), next_seq: Seq(2), agent_version: "0.1".into(), hostname: "h".into(), machine_id: "m".into() };
+        let h = Hello {
+            epoch: Epoch(1),
+            next_seq: Seq(2),
+            agent_version: "0.1".into(),
+            hostname: "h".into(),
+            machine_id: "m".into(),
+        };
         let f = encode_msg(MsgType::Hello, &h).expect("encode");
         let (ty, body) = split_frame(&f).expect("split");
         assert_eq!(ty, MsgType::Hello);
@@ -209,16 +248,27 @@ mod tests {
     fn oversized_and_unknown_are_refused_before_reading() {
         let mut h = [2u8, 0, 0, 0, 0];
         h[1..5].copy_from_slice(&((crate::batch::MAX_FRAME_LEN + 1) as u32).to_le_bytes());
-        assert!(matches!(parse_frame_header(h), Err(WireError::TooLong { .. })));
-        assert_eq!(parse_frame_header([99, 0, 0, 0, 0]), Err(WireError::UnknownType(99)));
+        assert!(matches!(
+            parse_frame_header(h),
+            Err(WireError::TooLong { .. })
+        ));
+        assert_eq!(
+            parse_frame_header([99, 0, 0, 0, 0]),
+            Err(WireError::UnknownType(99))
+        );
         let h = [1u8, 0xff, 0xff, 0xff, 0x7f];
-        assert!(matches!(parse_frame_header(h), Err(WireError::TooLong { .. })));
+        assert!(matches!(
+            parse_frame_header(h),
+            Err(WireError::TooLong { .. })
+        ));
     }
 
     #[test]
     fn garbage_bodies_do_not_panic() {
         for n in 0..200u32 {
-            let body: Vec<u8> = (0..n).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+            let body: Vec<u8> = (0..n)
+                .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+                .collect();
             let _ = decode_body::<Reply>(MsgType::Reply, &body);
             let _ = decode_body::<EnrollRequest>(MsgType::Enroll, &body);
         }

@@ -26,7 +26,7 @@ bash scripts/prereqs.sh
 step "format" cargo fmt --all -- --check
 step "layering" bash scripts/layering.sh
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
-step "tests" cargo test --workspace --locked
+step "tests" cargo test --workspace --locked --exclude vigie-bench
 if [ "$FUZZ_SECONDS" != "0" ]; then
   step "fuzz (${FUZZ_SECONDS}s per target)" bash scripts/fuzz.sh "$FUZZ_SECONDS"
 fi

@@ -163,11 +163,13 @@ async fn handle_conn(conn: quinn::Connection, remote: SocketAddr, ing: Arc<Inges
             return;
         }
     };
+    let (order, _) = tokio::sync::watch::channel((vigie_proto::Epoch(0), 0u64));
     let ctx = Arc::new(AgentConn {
         agent,
         key,
         rec: tokio::sync::Mutex::new(rec),
         remote,
+        order,
     });
     loop {
         let (mut send, mut recv) = match conn.accept_bi().await {
@@ -195,7 +197,15 @@ struct AgentConn {
     key: VerifyingKey,
     rec: tokio::sync::Mutex<AgentRecord>,
     remote: SocketAddr,
+    /// `(epoch, stored end)` as last known on this connection. Batches sent with
+    /// several in flight are verified in parallel and may finish out of order; each
+    /// waits (briefly) for its predecessor's commit so that the writer sees them in
+    /// sequence instead of answering "gap".
+    order: tokio::sync::watch::Sender<(vigie_proto::Epoch, u64)>,
 }
+
+/// How long a batch waits for its predecessor on the same connection.
+const REORDER_WAIT: Duration = Duration::from_secs(2);
 
 async fn handle_request(
     ing: &Arc<Ingest>,
@@ -240,6 +250,7 @@ async fn hello(ing: &Arc<Ingest>, ctx: &Arc<AgentConn>, h: Hello) -> Reply {
             let (stored_end, last_hash) = state
                 .map(|s| (s.stored_end, s.last_hash))
                 .unwrap_or((Seq(0), [0; 32]));
+            ctx.order.send_replace((epoch, stored_end.0));
             tracing::info!(%agent, remote = %ctx.remote, %epoch, stored_end = stored_end.0, next_seq = h.next_seq.0, "agent connected");
             Reply::Welcome {
                 stored_end,
@@ -303,6 +314,15 @@ async fn batch(ing: &Arc<Ingest>, ctx: &Arc<AgentConn>, frame: Vec<u8>) -> Reply
         e.event.ingested = Some(ingested);
         e.agent.get_or_insert_with(Default::default).id = agent_hex.clone();
     }
+    {
+        let mut rx = ctx.order.subscribe();
+        let (epoch, first) = (header.epoch, header.first_seq.0);
+        let _ = tokio::time::timeout(
+            REORDER_WAIT,
+            rx.wait_for(|(e, end)| *e != epoch || *end >= first),
+        )
+        .await;
+    }
     let (tx, rx) = oneshot::channel();
     let req = CommitReq {
         batch: CommitBatch {
@@ -324,7 +344,21 @@ async fn batch(ing: &Arc<Ingest>, ctx: &Arc<AgentConn>, frame: Vec<u8>) -> Reply
     {
         return refused(RefuseCode::Unavailable, "collector is shutting down");
     }
-    match rx.await {
+    let outcome = rx.await;
+    if let Ok(Ok(CommitOutcome::Stored { stored_end } | CommitOutcome::Duplicate { stored_end })) =
+        &outcome
+    {
+        let epoch = header.epoch;
+        ctx.order.send_if_modified(|(e, end)| {
+            if *e == epoch && stored_end.0 > *end {
+                *end = stored_end.0;
+                true
+            } else {
+                false
+            }
+        });
+    }
+    match outcome {
         Ok(Ok(CommitOutcome::Stored { stored_end }))
         | Ok(Ok(CommitOutcome::Duplicate { stored_end })) => Reply::Ack {
             epoch: header.epoch,

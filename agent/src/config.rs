@@ -250,24 +250,22 @@ impl AgentConfig {
             bail!("health.interval must be at least 1s");
         }
         if let Some(j) = &self.journald {
-            j.validate().map_err(|e| anyhow::anyhow!("journald: {e:#}"))?;
+            j.validate()
+                .map_err(|e| anyhow::anyhow!("journald: {e:#}"))?;
         }
         if let Some(s) = &self.syslog {
             s.validate().map_err(|e| anyhow::anyhow!("syslog: {e:#}"))?;
         }
         if let Some(m) = &self.metrics {
-            m.validate().map_err(|e| anyhow::anyhow!("metrics: {e:#}"))?;
+            m.validate()
+                .map_err(|e| anyhow::anyhow!("metrics: {e:#}"))?;
         }
         for (i, f) in self.file.iter().enumerate() {
-            f.validate().map_err(|e| anyhow::anyhow!("file[{i}]: {e:#}"))?;
+            f.validate()
+                .map_err(|e| anyhow::anyhow!("file[{i}]: {e:#}"))?;
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, f) in self.file.iter().enumerate() {
-            if f.paths.is_empty() {
-                bail!(
-                    "file[{i}].paths is empty: list at least one path or glob, e.g. [\"/var/log/*.log\"]"
-                );
-            }
             if !names.insert(f.name.clone()) {
                 bail!(
                     "file[{i}].name = {:?} is used twice; every file input needs its own name (checkpoints are kept by name)",
@@ -304,5 +302,81 @@ impl AgentConfig {
         cfg.syslog = Some(s);
         cfg.metrics = Some(sources::metrics::MetricsConfig::default());
         cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        format!(
+            "{:#}",
+            AgentConfig::parse(text, "agent.toml").expect_err("should be refused")
+        )
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let cfg = AgentConfig::parse(
+            r#"
+data_dir = "/var/lib/vigie-agent"
+collectors = ["collector.example.org:7702"]
+[spool]
+max_bytes = "512MiB"
+[shipper]
+max_in_flight = 8
+[health]
+interval = "30s"
+[journald]
+read_from = "head"
+[[file]]
+name = "auth"
+paths = ["/var/log/auth.log"]
+timezone = "Europe/Paris"
+[syslog]
+udp = "0.0.0.0:5514"
+[metrics]
+interval = "10s"
+"#,
+            "agent.toml",
+        )
+        .expect("valid");
+        assert_eq!(cfg.spool.max_bytes, 512 << 20);
+        assert_eq!(cfg.shipper.max_in_flight, 8);
+        assert_eq!(cfg.health.interval, Duration::from_secs(30));
+        assert_eq!(cfg.file[0].name, "auth");
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let e = err("data_dir = \"/x\"\nspool_size = 5\n");
+        assert!(e.contains("agent.toml") && e.contains("spool_size"), "{e}");
+        let e = err("[spool]\nmax_bytes = \"12 parsecs\"\n");
+        assert!(e.contains("parsecs") && e.contains("MiB"), "{e}");
+        let e = err("collectors = [\"collector.example.org\"]\n");
+        assert!(
+            e.contains("collectors[0]") && e.contains("host:port"),
+            "{e}"
+        );
+        let e = err("[[file]]\nname = \"a\"\npaths = []\n");
+        assert!(e.contains("file[0]") && e.contains("paths is empty"), "{e}");
+        let e = err(
+            "[[file]]\nname = \"a\"\npaths = [\"/x\"]\n[[file]]\nname = \"a\"\npaths = [\"/y\"]\n",
+        );
+        assert!(e.contains("used twice"), "{e}");
+        let e = err("[shipper]\nzstd_level = 40\n");
+        assert!(e.contains("shipper.zstd_level"), "{e}");
+        let e = err("[health]\ninterval = \"soon\"\n");
+        assert!(e.contains("30s"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").expect("n"), 4096);
+        assert_eq!(parse_size("1GiB").expect("n"), 1 << 30);
+        assert_eq!(parse_size("10 MB").expect("n"), 10_000_000);
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
     }
 }

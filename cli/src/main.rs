@@ -333,26 +333,30 @@ fn human_line(e: &Value) -> String {
     let ts = e["@timestamp"].as_str().unwrap_or("");
     let host = e["host"]["name"].as_str().unwrap_or("-");
     let kind = e["event"]["dataset"].as_str().unwrap_or("");
-    let msg = e["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| {
+    let gib = |v: &Value| v.as_f64().unwrap_or(0.0) / (1u64 << 30) as f64;
+    let msg = match (e["message"].as_str(), e.get("system")) {
+        (Some(m), _) => m.to_string(),
+        (None, Some(m)) => format!(
+            "cpu {:.1}% mem {:.1}/{:.1} GiB load {} {} {} disk {:.0}/{:.0} GiB",
+            m["cpu_pct"].as_f64().unwrap_or(0.0) * 100.0,
+            gib(&m["memory_used_bytes"]),
+            gib(&m["memory_total_bytes"]),
+            m["load_1"],
+            m["load_5"],
+            m["load_15"],
+            gib(&m["disk_used_bytes"]),
+            gib(&m["disk_total_bytes"]),
+        ),
+        (None, None) => {
             let mut m = serde_json::Map::new();
-            for k in [
-                "process",
-                "user",
-                "source",
-                "destination",
-                "file",
-                "system",
-                "vigie",
-            ] {
+            for k in ["process", "user", "source", "destination", "file", "vigie"] {
                 if let Some(v) = e.get(k) {
                     m.insert(k.to_string(), v.clone());
                 }
             }
             Value::Object(m).to_string()
-        });
+        }
+    };
     format!("{ts} {host} {kind} {msg}")
 }
 

@@ -6,6 +6,7 @@
 //! | `server.der`, `server.key` | the QUIC listener's certificate |
 //! | `command.key` | ed25519 seed of the response key that signs commands (not a TLS key) |
 //! | `api.token` | the service credential of the management API |
+//! | `quic.key` | secret behind the QUIC stateless-reset tokens ([`Keys::endpoint_config`]) |
 //!
 //! Secrets are written with mode 0600, atomically (temp file, fsync, rename, fsync dir).
 
@@ -25,6 +26,8 @@ pub struct Keys {
     pub server_key: Vec<u8>,
     pub command_key: SigningKey,
     pub api_token: String,
+    /// Derives QUIC stateless-reset tokens; the same across restarts.
+    pub quic_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -135,12 +138,101 @@ impl Keys {
                 tok
             }
         };
+        let quic_key = match read_opt(&dir.join("quic.key"))? {
+            Some(b) => b.as_slice().try_into().map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not a 32-byte key; delete it and a new one is made",
+                    dir.join("quic.key").display()
+                )
+            })?,
+            None => {
+                let mut k = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut k);
+                write_atomic(&dir.join("quic.key"), &k, 0o600)?;
+                k
+            }
+        };
         Ok(Keys {
             ca,
             server_cert,
             server_key,
             command_key,
             api_token,
+            quic_key,
         })
+    }
+
+    /// The QUIC endpoint configuration. Stateless-reset tokens are derived from `quic.key`
+    /// and connection ids carry no per-process secret, so a collector restarted after a
+    /// crash or `kill -9` answers the packets of its predecessor's connections with a valid
+    /// stateless reset: agents learn at once that their connection is gone and reconnect,
+    /// instead of waiting for the idle timeout (30 s). quinn's default uses a random reset
+    /// key and a CID check keyed per process, so the new process stayed silent.
+    pub fn endpoint_config(&self) -> Result<quinn::EndpointConfig> {
+        let suite = quinn::rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+            .tls13()
+            .context("the TLS 1.3 SHA-256 suite is missing")?;
+        let prk = suite
+            .hkdf_provider
+            .extract_from_secret(None, &self.quic_key);
+        let mut cfg = quinn::EndpointConfig::new(std::sync::Arc::new(ResetKey(prk)));
+        cfg.cid_generator(|| Box::new(RandomCids));
+        Ok(cfg)
+    }
+}
+
+/// HKDF-Expand (SHA-256) under `quic.key`: a keyed PRF for stateless-reset tokens.
+struct ResetKey(Box<dyn quinn::rustls::crypto::tls13::HkdfExpander>);
+
+impl ResetKey {
+    fn tag(&self, data: &[u8]) -> quinn::rustls::crypto::tls13::OkmBlock {
+        self.0.expand_block(&[b"vigie quic stateless reset", data])
+    }
+}
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], out: &mut [u8]) {
+        let tag = self.tag(data);
+        let t = tag.as_ref();
+        let n = out.len().min(t.len());
+        out[..n].copy_from_slice(&t[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        32
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        let tag = self.tag(data);
+        let t = tag.as_ref();
+        let mut diff = u8::from(t.len() != signature.len());
+        for (a, b) in t.iter().zip(signature) {
+            diff |= a ^ b;
+        }
+        if diff == 0 {
+            Ok(())
+        } else {
+            Err(quinn::crypto::CryptoError)
+        }
+    }
+}
+
+/// Random 8-byte connection ids (quinn's default hashes them under a per-process key and
+/// drops packets whose ids fail that check, which a restarted process always does).
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut b = [0u8; 8];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        quinn::ConnectionId::new(&b)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<std::time::Duration> {
+        None
     }
 }

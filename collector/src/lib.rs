@@ -162,6 +162,10 @@ pub struct Collector {
     endpoint: quinn::Endpoint,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    sealer: Option<(
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -203,6 +207,8 @@ impl Collector {
                 &store_dir,
                 StoreConfig {
                     sync,
+                    // Sealing runs on its own thread so that commits (and acks) never wait for it.
+                    inline_seal: false,
                     ..Default::default()
                 },
             )
@@ -219,6 +225,7 @@ impl Collector {
         let (live, _) = broadcast::channel(4096);
         let gate = Arc::new(writer::WriteGate::default());
         let (wtx, wrx) = std::sync::mpsc::sync_channel(1024);
+        let sealer = spawn_sealer(store.clone())?;
         let writer = writer::spawn(
             store.clone(),
             wrx,
@@ -232,8 +239,17 @@ impl Collector {
             keys.server_cert.clone(),
             keys.server_key.clone(),
         )?;
-        let endpoint = quinn::Endpoint::server(server_cfg, cfg.ingest_listen)
-            .with_context(|| format!("cannot listen for agents on UDP {}; is another collector running? set ingest_listen", cfg.ingest_listen))?;
+        let listen_err = || {
+            format!(
+                "cannot listen for agents on UDP {}; is another collector running? set ingest_listen",
+                cfg.ingest_listen
+            )
+        };
+        let socket = std::net::UdpSocket::bind(cfg.ingest_listen).with_context(listen_err)?;
+        let runtime = quinn::default_runtime().context("no async runtime for the QUIC listener")?;
+        let endpoint =
+            quinn::Endpoint::new(keys.endpoint_config()?, Some(server_cfg), socket, runtime)
+                .with_context(listen_err)?;
         let ingest_addr = endpoint.local_addr()?;
         let advertise = if cfg.advertise.is_empty() {
             let port = ingest_addr.port();
@@ -294,6 +310,7 @@ impl Collector {
             endpoint,
             tasks,
             writer: Some(writer),
+            sealer: Some(sealer),
         })
     }
 
@@ -304,12 +321,36 @@ impl Collector {
             t.abort();
         }
         // The writer ends when the last sender (held by ingest tasks) is gone.
+        if let Some((stop, t)) = self.sealer.take() {
+            stop.store(true, Relaxed);
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
         if let Some(w) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
         }
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.flush()).await;
     }
+}
+
+/// Moves committed events into sealed, indexed blocks, off the writer thread.
+fn spawn_sealer(
+    store: Store,
+) -> std::io::Result<(
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+)> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = std::thread::Builder::new().name("vigie-sealer".into()).spawn(move || {
+        while !flag.load(Relaxed) {
+            if let Err(e) = store.seal_pending() {
+                tracing::error!(error = %e, "sealing failed; events stay searchable in the recent tier");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })?;
+    Ok((stop, t))
 }
 
 /// Every few seconds: disk guard; every minute: retention.

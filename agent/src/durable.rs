@@ -166,3 +166,93 @@ impl Durable {
         Ok(self.spool.new_epoch()?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &std::path::Path) -> Durable {
+        let cfg = SpoolConfig {
+            dir: dir.join("spool"),
+            max_bytes: 1 << 20,
+            segment_bytes: 64 << 10,
+            sync: true,
+        };
+        Durable::open(cfg, dir.join("checkpoints.json"))
+            .expect("open")
+            .0
+    }
+
+    fn pos(k: &str, v: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([(k.to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn positions_advance_with_their_events() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut d = open(dir.path());
+        assert!(matches!(
+            d.append(&[b"a", b"b"], pos("file:x", "10"))
+                .expect("append"),
+            Appended::Ok { .. }
+        ));
+        drop(d);
+        let d = open(dir.path());
+        assert_eq!(
+            d.checkpoints().get("file:x").map(String::as_str),
+            Some("10")
+        );
+        assert_eq!(d.spool.next_seq(), Seq(2));
+    }
+
+    #[test]
+    fn an_intent_without_its_append_is_dropped() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut d = open(dir.path());
+        d.append(&[b"a"], pos("file:x", "1")).expect("append");
+        // A crash after the intent was written but before the records reached the spool.
+        let epoch = d.spool.epoch().0;
+        d.write(Some(Pending {
+            positions: pos("file:x", "99"),
+            epoch,
+            end_seq: 5,
+        }))
+        .expect("intent");
+        drop(d);
+        let mut d = open(dir.path());
+        assert_eq!(
+            d.checkpoints().get("file:x").map(String::as_str),
+            Some("1"),
+            "position ran ahead of the spool"
+        );
+        // An intent whose append happened is applied.
+        let epoch = d.spool.epoch().0;
+        d.write(Some(Pending {
+            positions: pos("file:x", "2"),
+            epoch,
+            end_seq: 2,
+        }))
+        .expect("intent");
+        d.spool.append(&[b"b"]).expect("append");
+        drop(d);
+        let d = open(dir.path());
+        assert_eq!(d.checkpoints().get("file:x").map(String::as_str), Some("2"));
+    }
+
+    #[test]
+    fn empty_values_forget_and_new_epochs_clear_intents() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut d = open(dir.path());
+        d.append(&[b"a"], pos("file:x", "1")).expect("append");
+        d.append(&[b"b"], pos("file:x", "")).expect("append");
+        assert!(d.checkpoints().get("file:x").is_none());
+        d.append(&[b"c"], pos("file:y", "7")).expect("append");
+        let old = d.spool.epoch();
+        let new = d.new_epoch().expect("epoch");
+        assert_ne!(old, new);
+        drop(d);
+        let d = open(dir.path());
+        assert_eq!(d.checkpoints().get("file:y").map(String::as_str), Some("7"));
+        assert_eq!(d.spool.epoch(), new);
+    }
+}

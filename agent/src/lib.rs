@@ -58,34 +58,30 @@ fn now_ns() -> i64 {
     chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
 }
 
-/// Reads an enrollment token from a file, or stdin for `-`.
+/// Reads an enrollment token from a file, or stdin for `-` (never from the command line).
 pub fn read_token(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let max = vigie_proto::enroll::MAX_BUNDLE_LEN as u64;
+    let mut s = String::new();
     if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin().lock().take_limited(), &mut s)
+        std::io::stdin()
+            .lock()
+            .take(max + 1)
+            .read_to_string(&mut s)
             .context("cannot read the enrollment token from stdin")?;
-        return Ok(s);
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(max + 1).read_to_string(&mut s))
+            .with_context(|| format!("cannot read enrollment token file {}", path.display()))?;
     }
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read enrollment token file {}", path.display()))?;
-    if meta.len() > vigie_proto::enroll::MAX_BUNDLE_LEN as u64 {
+    if s.len() as u64 > max {
         bail!(
-            "{} is {} bytes: not an enrollment token (they are under {} bytes)",
-            path.display(),
-            meta.len(),
-            vigie_proto::enroll::MAX_BUNDLE_LEN
+            "{} holds more than {max} bytes: not an enrollment token",
+            path.display()
         );
     }
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read enrollment token file {}", path.display()))
+    Ok(s)
 }
-
-trait TakeLimited: std::io::Read + Sized {
-    fn take_limited(self) -> std::io::Take<Self> {
-        self.take(vigie_proto::enroll::MAX_BUNDLE_LEN as u64 + 1)
-    }
-}
-impl<R: std::io::Read> TakeLimited for R {}
 
 impl Agent {
     /// Enrolls if needed and possible, opens the spool and starts every task.

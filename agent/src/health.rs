@@ -61,16 +61,19 @@ impl Reporter {
     }
 
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
         // A first report soon after start, then on the interval.
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + Duration::from_secs(2),
-            self.interval,
+            this.interval,
         );
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let e = self.snapshot();
-                    let _ = self.events.send(Emit { source: "agent".into(), events: vec![e], checkpoint: None }).await;
+                    // The spool lock may be held across an fsync: read it off the async workers.
+                    let r = this.clone();
+                    let Ok(e) = tokio::task::spawn_blocking(move || r.snapshot()).await else { continue };
+                    let _ = this.events.send(Emit { source: "agent".into(), events: vec![e], checkpoint: None }).await;
                 }
                 _ = shutdown.changed() => return,
             }

@@ -102,6 +102,14 @@ async fn blocking<T: Send + 'static>(
     .await?
 }
 
+struct CloseOnDrop(quinn::Connection);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close(0u32.into(), b"session ended");
+    }
+}
+
 enum SessionEnd {
     Shutdown,
     Reconnect,
@@ -230,6 +238,9 @@ impl Shipper {
         backoff: &mut Backoff,
     ) -> Result<SessionEnd> {
         let (ep, conn) = self.connect().await?;
+        // Whatever ends the session closes the connection, so that requests still in
+        // flight fail at once instead of waiting for the idle timeout.
+        let _close = CloseOnDrop(conn.clone());
         self.stats.reconnects.fetch_add(1, Relaxed);
         // Hello; start a new epoch as often as the collector proves we must.
         let (epoch, stored_end, last_hash) = loop {

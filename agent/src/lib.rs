@@ -129,7 +129,9 @@ impl Agent {
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let (tx, rx) = mpsc::channel(256);
+        // Bounded in emits (a file emit holds up to 500 events): back-pressure comes early,
+        // memory stays small.
+        let (tx, rx) = mpsc::channel(32);
         let (appended_tx, appended_rx) = watch::channel(next);
         let pipeline_stats = Arc::new(PipelineStats::default());
         let mut tasks = vec![tokio::spawn(pipeline::run(

@@ -1,8 +1,10 @@
 //! `vigie`: the command line and the one-machine launcher.
 //!
 //! Owns: `vigie up` (collector, a status page on the dashboard port and a local
-//! agent in one process, under one data directory), and thin clients of the
-//! collector's management API (`search`, `enroll create`, `agents`).
+//! agent in one process, under one data directory), thin clients of the
+//! collector's management API (`search`, `enroll create`, `agents`), and the
+//! analyst's rule tools (`rules check`, `rules test`, `rules backtest`), which
+//! evaluate rules locally with `vigie-rules`.
 //!
 //! Never does: open the event store itself (it asks the collector), or take an
 //! enrollment secret from its own command line.
@@ -94,6 +96,36 @@ enum Cmd {
     Agent {
         #[command(subcommand)]
         cmd: AgentCmd,
+    },
+    /// Check, test and backtest Sigma rules (see docs/rules.md).
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Load every .yml/.yaml rule under DIR; print each rejected rule with its reason. Exit code 1 if any is rejected.
+    Check { dir: PathBuf },
+    /// Run a rule file (or a directory of rules) over events in canonical JSON, one per line
+    /// (as `vigie search --json` prints them); print the matches and correlation matches.
+    Test {
+        rule: PathBuf,
+        /// Events file (JSON lines).
+        #[arg(long)]
+        events: PathBuf,
+    },
+    /// Run a rule file (or a directory of rules) over stored events, fetched through the
+    /// collector's search API, oldest first; print the matches.
+    Backtest {
+        rule: PathBuf,
+        /// How far back, e.g. 1h, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        since: String,
+        /// Stop after reading this many events.
+        #[arg(long, default_value_t = 1_000_000)]
+        max_events: usize,
     },
 }
 
@@ -288,6 +320,24 @@ fn main() -> Result<()> {
                 Ok(())
             })
         }
+        Cmd::Rules { cmd } => {
+            let failed = match cmd {
+                RulesCmd::Check { dir } => rules_check(&dir)?,
+                RulesCmd::Test { rule, events } => rules_test(&rule, &events)?,
+                RulesCmd::Backtest {
+                    rule,
+                    since,
+                    max_events,
+                } => {
+                    let api = Api::new(&data_dir, cli.api.as_deref())?;
+                    rules_backtest(&api, &rule, &since, max_events)?
+                }
+            };
+            if failed {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Cmd::Agents => {
             let api = Api::new(&data_dir, cli.api.as_deref())?;
             let v = api.get("/api/v1/agents", &[])?;
@@ -307,6 +357,279 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Rule files as `(path, text)` pairs, and the files that could not be read.
+type RuleFiles = (Vec<(String, String)>, Vec<String>);
+
+/// Reads the rules of a file or a directory.
+fn read_rules(path: &Path) -> Result<RuleFiles> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "cannot read {}: give a rule file (.yml) or a directory of rules",
+            path.display()
+        )
+    })?;
+    if meta.is_dir() {
+        let (files, errors) = vigie_collector::detect::read_rule_files(path);
+        let errors = errors
+            .into_iter()
+            .map(|e| format!("{}: {}", path.join(&e.path).display(), e.reason))
+            .collect();
+        Ok((files, errors))
+    } else {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the rule file {} (it must be UTF-8 YAML)",
+                path.display()
+            )
+        })?;
+        Ok((vec![(path.display().to_string(), text)], Vec::new()))
+    }
+}
+
+/// Loads rules, printing every rejected one; the bool says whether any was.
+fn load_rules(path: &Path, base: Option<&Path>) -> Result<(vigie_rules::Engine, bool)> {
+    let (files, file_errors) = read_rules(path)?;
+    let (set, errors) = vigie_rules::load_sources(&files);
+    for e in &file_errors {
+        println!("rejected: {e}");
+    }
+    for e in &errors {
+        let shown = match base {
+            Some(b) => b.join(&e.rule).display().to_string(),
+            None => e.rule.clone(),
+        };
+        println!("rejected: {shown}: {}", e.reason);
+    }
+    let rejected = !errors.is_empty() || !file_errors.is_empty();
+    Ok((vigie_rules::Engine::new(set), rejected))
+}
+
+fn rules_check(dir: &Path) -> Result<bool> {
+    if !dir.is_dir() {
+        bail!(
+            "{} is not a directory: `vigie rules check` takes the directory holding the rules (use `vigie rules test` for one file)",
+            dir.display()
+        );
+    }
+    let (files, file_errors) = vigie_collector::detect::read_rule_files(dir);
+    let (set, errors) = vigie_rules::load_sources(&files);
+    for e in &file_errors {
+        println!("rejected: {}: {}", dir.join(&e.path).display(), e.reason);
+    }
+    for e in &errors {
+        println!("rejected: {}: {}", dir.join(&e.rule).display(), e.reason);
+    }
+    let bad_files: std::collections::BTreeSet<&str> = errors
+        .iter()
+        .map(|e| e.path())
+        .chain(file_errors.iter().map(|e| e.path.as_str()))
+        .collect();
+    println!(
+        "{} files: {} rules loaded ({} detection, {} correlation), {} rejected in {} files",
+        files.len() + file_errors.len(),
+        set.rules.len() + set.correlations.len(),
+        set.rules.len(),
+        set.correlations.len(),
+        errors.len() + file_errors.len(),
+        bad_files.len(),
+    );
+    let exceptions = dir.join(vigie_collector::detect::EXCEPTIONS_FILE);
+    let mut bad_exceptions = false;
+    if let Ok(text) = std::fs::read_to_string(&exceptions) {
+        let (ok, errs) = vigie_collector::detect::parse_exceptions(&text);
+        for e in &errs {
+            println!("rejected: {e}");
+        }
+        println!(
+            "{}: {} exceptions, {} rejected",
+            exceptions.display(),
+            ok.len(),
+            errs.len()
+        );
+        bad_exceptions = !errs.is_empty();
+    }
+    Ok(!errors.is_empty() || !file_errors.is_empty() || bad_exceptions)
+}
+
+fn describe(meta: &vigie_rules::RuleMeta) -> String {
+    format!(
+        "{} ({}) [{}]",
+        meta.title,
+        meta.id.as_deref().unwrap_or("no id"),
+        meta.level.map(|l| l.as_str()).unwrap_or("medium")
+    )
+}
+
+fn print_correlation(c: &vigie_rules::CorrelationMatch) {
+    let group: Vec<String> = c.group.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "  correlation {} group {{{}}}: {} = {} from {} to {}, events {}",
+        describe(&c.meta),
+        group.join(", "),
+        match c.ty {
+            vigie_rules::CorrelationType::EventCount => "count",
+            vigie_rules::CorrelationType::ValueCount => "distinct values",
+            vigie_rules::CorrelationType::ValueSum => "sum",
+            vigie_rules::CorrelationType::ValueAvg => "average",
+            vigie_rules::CorrelationType::ValuePercentile => "percentage",
+            _ => "rules seen",
+        },
+        c.value,
+        c.first,
+        c.last,
+        c.event_ids.join(", ")
+    );
+}
+
+fn rules_test(rule: &Path, events: &Path) -> Result<bool> {
+    let (engine, rejected) = load_rules(rule, rule.is_dir().then_some(rule))?;
+    if engine.rules().is_empty() {
+        bail!(
+            "no rule of {} loads; fix the errors above first",
+            rule.display()
+        );
+    }
+    let file = std::fs::File::open(events)
+        .with_context(|| format!("cannot read the events file {}", events.display()))?;
+    let mut corr = vigie_rules::Correlator::new(engine.rule_set());
+    let mut scratch = vigie_rules::Scratch::default();
+    let (mut n, mut matched, mut fired) = (0u64, 0u64, 0u64);
+    for (i, line) in std::io::BufRead::lines(std::io::BufReader::new(file)).enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", events.display()))?;
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let mut ev = vigie_proto::Event::from_json(t).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: {e}; each line must be one event in canonical JSON, as `vigie search --json` prints it",
+                events.display(),
+                i + 1
+            )
+        })?;
+        if ev.event.id.is_empty() {
+            ev.event.id = format!("line-{}", i + 1);
+        }
+        n += 1;
+        let mut matches = Vec::new();
+        engine.evaluate_with(&ev, &mut scratch, &mut matches);
+        if !matches.is_empty() {
+            matched += 1;
+        }
+        for m in &matches {
+            println!(
+                "line {}: {}{}",
+                i + 1,
+                describe(&m.meta),
+                if m.standalone {
+                    ""
+                } else {
+                    " (feeds correlations only)"
+                }
+            );
+        }
+        for c in corr.observe(&ev, &matches) {
+            fired += 1;
+            print_correlation(&c);
+        }
+    }
+    println!("{n} events: {matched} matched, {fired} correlation matches");
+    Ok(rejected)
+}
+
+fn rules_backtest(api: &Api, rule: &Path, since: &str, max_events: usize) -> Result<bool> {
+    let (engine, rejected) = load_rules(rule, rule.is_dir().then_some(rule))?;
+    if engine.rules().is_empty() {
+        bail!(
+            "no rule of {} loads; fix the errors above first",
+            rule.display()
+        );
+    }
+    humantime::parse_duration(since)
+        .with_context(|| format!("invalid --since {since:?}: use for example 1h, 24h or 7d"))?;
+    // Only the kinds the rules apply to.
+    let mut kinds: Vec<&str> = engine
+        .rules()
+        .iter()
+        .flat_map(|r| r.route.kinds.iter().map(|k| k.as_str()))
+        .collect();
+    kinds.sort();
+    kinds.dedup();
+    let q = kinds
+        .iter()
+        .map(|k| format!("event.dataset:{k}"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let mut scratch = vigie_rules::Scratch::default();
+    let mut hits: Vec<(vigie_proto::Event, Vec<vigie_rules::RuleMatch>)> = Vec::new();
+    let (mut read, mut before) = (0usize, None::<String>);
+    loop {
+        let mut params = vec![
+            ("q", q.clone()),
+            ("since", since.to_string()),
+            ("limit", "1000".to_string()),
+            ("count", "false".to_string()),
+        ];
+        if let Some(b) = &before {
+            params.push(("before", b.clone()));
+        }
+        let v = api.get("/api/v1/search", &params)?;
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        for e in &events {
+            let ev = vigie_proto::Event::from_json(&e.to_string()).map_err(|err| {
+                anyhow::anyhow!("the collector sent an event this build cannot read: {err}")
+            })?;
+            let mut matches = Vec::new();
+            engine.evaluate_with(&ev, &mut scratch, &mut matches);
+            if !matches.is_empty() {
+                hits.push((ev, matches));
+            }
+        }
+        read += events.len();
+        before = v["next"].as_str().map(str::to_string);
+        if before.is_none() || events.is_empty() {
+            break;
+        }
+        if read >= max_events {
+            eprintln!("stopped after {read} events (--max-events); older events were not read");
+            break;
+        }
+    }
+    // Oldest first, as detection sees them, so that correlations work.
+    hits.reverse();
+    let mut corr = vigie_rules::Correlator::new(engine.rule_set());
+    let mut fired = 0u64;
+    for (ev, matches) in &hits {
+        for m in matches {
+            println!(
+                "{} {} {} {}{}",
+                ev.timestamp,
+                if ev.host.name.is_empty() {
+                    "-"
+                } else {
+                    &ev.host.name
+                },
+                ev.event.id,
+                describe(&m.meta),
+                if m.standalone {
+                    ""
+                } else {
+                    " (feeds correlations only)"
+                }
+            );
+        }
+        for c in corr.observe(ev, matches) {
+            fired += 1;
+            print_correlation(&c);
+        }
+    }
+    println!(
+        "{read} events read over the last {since}: {} matched, {fired} correlation matches",
+        hits.len()
+    );
+    Ok(rejected)
 }
 
 fn init_logs() {
@@ -513,6 +836,10 @@ async fn up(
         data_dir.join("collector/api.token").display()
     );
     println!("  data directory           {}", data_dir.display());
+    println!(
+        "  detection rules          {}  (Sigma, hot-reloaded; see docs/rules.md)",
+        data_dir.join("collector/rules").display()
+    );
     if !no_agent {
         println!(
             "  local agent              journald, /var/log files, syslog on {syslog} (UDP+TCP), host metrics"

@@ -14,6 +14,13 @@
 //! | `GET /api/v1/agents`, `POST /api/v1/agents/{id}/revoke` | the fleet |
 //! | `POST /api/v1/enroll` `{"expires_secs":3600,"comment":""}` | a single-use enrollment token |
 //! | `GET /api/v1/health` | disk, store and ingest state |
+//! | `GET /api/v1/alerts?state=&since=&limit=&before=` | alerts, newest first (`state`: new, acknowledged, resolved; `since`: updated within, e.g. 24h) |
+//! | `GET /api/v1/alerts/{id}` | one alert, with its event ids and history |
+//! | `POST /api/v1/alerts/{id}/ack`, `/resolve` `{"by":"alice","comment":""}` | change its state |
+//! | `GET /api/v1/silences`, `POST /api/v1/silences` `{"rule_id":"…","host":"…","duration":"2h","by":"alice","comment":""}`, `DELETE /api/v1/silences/{id}` | silences |
+//! | `GET /api/v1/rules` | loaded and rejected rules (id, title, level, tags, status, lifecycle, errors) and exceptions |
+//! | `GET /api/v1/notifications/log?limit=&before=` | notification delivery log, newest first |
+//! | `POST /api/v1/notify/{channel}/test` | send a test notification to one channel now |
 //! | `GET /metrics` | Prometheus metrics |
 
 use std::sync::Arc;
@@ -26,17 +33,20 @@ use axum::body::Body;
 use axum::extract::{Path, Query as Q, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use rand::RngCore;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 use vigie_proto::enroll::{Bundle, secret_hash};
 use vigie_proto::{AgentId, Event, Timestamp};
-use vigie_store::{Query, SearchRequest, Store, TokenRecord};
+use vigie_store::{AlertState, Query, SearchRequest, Store, TokenRecord};
 
+use crate::alerts::{Alerts, TransitionError};
+use crate::detect::DetectShared;
 use crate::ingest::now;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 
 pub struct ApiState {
     pub store: Store,
@@ -47,6 +57,9 @@ pub struct ApiState {
     pub ingest_addrs: Vec<String>,
     pub server_name: String,
     pub ca_der: Vec<u8>,
+    pub detect: Arc<DetectShared>,
+    pub alerts: Arc<Alerts>,
+    pub notifier: Arc<Notifier>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -63,6 +76,15 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1/agents/{id}/revoke", post(revoke))
         .route("/api/v1/enroll", post(enroll))
         .route("/api/v1/health", get(health))
+        .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/alerts/{id}", get(get_alert))
+        .route("/api/v1/alerts/{id}/ack", post(ack_alert))
+        .route("/api/v1/alerts/{id}/resolve", post(resolve_alert))
+        .route("/api/v1/silences", get(list_silences).post(add_silence))
+        .route("/api/v1/silences/{id}", delete(delete_silence))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/notifications/log", get(notification_log))
+        .route("/api/v1/notify/{channel}/test", post(test_notification))
         .with_state(state)
 }
 
@@ -370,10 +392,10 @@ async fn tail(
             }
         }
     });
-    Ok(Response::builder()
+    Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
-        .map_err(internal)?)
+        .map_err(internal)
 }
 
 async fn agents(
@@ -508,6 +530,293 @@ async fn health(
     })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertParams {
+    state: Option<String>,
+    since: Option<String>,
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+/// Alerts scanned at most by one listing.
+const ALERT_SCAN: usize = 100_000;
+
+async fn list_alerts(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Q(p): Q<AlertParams>,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    let state = match p.state.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(AlertState::parse(s).ok_or_else(|| {
+            bad(format!(
+                "invalid state {s:?}: use new, acknowledged or resolved"
+            ))
+        })?),
+    };
+    let since = match p.since.as_deref() {
+        None => None,
+        Some(s) => {
+            let d = humantime::parse_duration(s).map_err(|e| {
+                bad(format!(
+                    "invalid since {s:?} ({e}); use for example 15m, 24h or 7d"
+                ))
+            })?;
+            Some(Timestamp(
+                now()
+                    .0
+                    .saturating_sub(d.as_nanos().min(i64::MAX as u128) as i64),
+            ))
+        }
+    };
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let alerts = st.alerts.clone();
+    let list = blocking(move || {
+        alerts
+            .list(state, since, p.before, limit, ALERT_SCAN)
+            .map_err(internal)
+    })
+    .await?;
+    let next = (list.len() == limit)
+        .then(|| list.last().map(|a| a.id))
+        .flatten();
+    Ok(Json(json!({ "alerts": list, "next": next })))
+}
+
+fn alert_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| bad(format!("invalid alert id {id:?}: expected a number")))
+}
+
+async fn get_alert(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    let id = alert_id(&id)?;
+    let alerts = st.alerts.clone();
+    match blocking(move || alerts.get(id).map_err(internal)).await? {
+        Some(a) => Ok(Json(json!(a))),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no alert {id}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionBody {
+    by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Parses a JSON request body, with an error that names the problem and shows what to send.
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], example: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "invalid JSON body ({e}); send for example {example}"
+        ))
+    })
+}
+
+const TRANSITION_EXAMPLE: &str = r#"{"by": "alice", "comment": "why"}"#;
+
+async fn transition(
+    st: Arc<ApiState>,
+    id: String,
+    body: axum::body::Bytes,
+    to: AlertState,
+) -> Result<Json<Value>, ApiError> {
+    let id = alert_id(&id)?;
+    let b: TransitionBody = json_body(&body, TRANSITION_EXAMPLE)?;
+    let alerts = st.alerts.clone();
+    let a = blocking(move || {
+        alerts
+            .transition(id, to, &b.by, &b.comment, now())
+            .map_err(|e| match e {
+                TransitionError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+                TransitionError::Conflict { .. } => ApiError(StatusCode::CONFLICT, e.to_string()),
+                TransitionError::NoActor => bad(e.to_string()),
+                TransitionError::Store(e) => internal(e),
+            })
+    })
+    .await?;
+    Ok(Json(json!(a)))
+}
+
+async fn ack_alert(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    transition(st, id, body, AlertState::Acknowledged).await
+}
+
+async fn resolve_alert(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    transition(st, id, body, AlertState::Resolved).await
+}
+
+async fn list_silences(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    let alerts = st.alerts.clone();
+    let list = blocking(move || alerts.silences().map_err(internal)).await?;
+    let t = now();
+    let out: Vec<Value> = list
+        .into_iter()
+        .map(|s| {
+            let active = t < s.expires_at;
+            let mut v = json!(s);
+            v["active"] = json!(active);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "silences": out })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceBody {
+    rule_id: Option<String>,
+    host: Option<String>,
+    /// How long, e.g. `2h` (or give `expires_at`).
+    duration: Option<String>,
+    expires_at: Option<String>,
+    by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn add_silence(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    let b: SilenceBody = json_body(
+        &body,
+        r#"{"rule_id": "<rule id>", "host": "web1", "duration": "2h", "by": "alice", "comment": "maintenance"}"#,
+    )?;
+    let rule_id = b.rule_id.filter(|s| !s.trim().is_empty());
+    let host = b.host.filter(|s| !s.trim().is_empty());
+    if rule_id.is_none() && host.is_none() {
+        return Err(bad(
+            "a silence needs `rule_id`, `host` or both; silencing everything is not allowed",
+        ));
+    }
+    if b.by.trim().is_empty() {
+        return Err(bad("`by` is required: say who adds the silence"));
+    }
+    let t = now();
+    let expires_at = match (b.duration.as_deref(), b.expires_at.as_deref()) {
+        (Some(d), None) => {
+            let d = humantime::parse_duration(d).map_err(|e| {
+                bad(format!(
+                    "invalid duration {d:?} ({e}); use for example 30m, 2h or 1d"
+                ))
+            })?;
+            Timestamp(t.0.saturating_add(d.as_nanos().min(i64::MAX as u128) as i64))
+        }
+        (None, Some(e)) => Timestamp::parse_rfc3339(e).map_err(bad)?,
+        _ => {
+            return Err(bad(
+                "give either `duration` (e.g. 2h) or `expires_at` (RFC 3339)",
+            ));
+        }
+    };
+    if expires_at <= t {
+        return Err(bad(format!(
+            "the silence would expire at {expires_at}, which is already past"
+        )));
+    }
+    let alerts = st.alerts.clone();
+    let s = blocking(move || {
+        alerts
+            .add_silence(rule_id, host, &b.by, &b.comment, t, expires_at)
+            .map_err(|e| match e {
+                vigie_store::StoreError::InvalidRequest(m) => bad(m),
+                e => internal(e),
+            })
+    })
+    .await?;
+    Ok(Json(json!(s)))
+}
+
+async fn delete_silence(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| bad(format!("invalid silence id {id:?}: expected a number")))?;
+    let alerts = st.alerts.clone();
+    if blocking(move || alerts.delete_silence(id).map_err(internal)).await? {
+        Ok(Json(json!({ "deleted": id })))
+    } else {
+        Err(ApiError(StatusCode::NOT_FOUND, format!("no silence {id}")))
+    }
+}
+
+async fn rules(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    Ok(Json(json!(*st.detect.snapshot())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogParams {
+    limit: Option<usize>,
+    before: Option<u64>,
+}
+
+async fn notification_log(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Q(p): Q<LogParams>,
+) -> Result<Json<Value>, ApiError> {
+    check_auth(&st, &headers)?;
+    let store = st.store.clone();
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let list = blocking(move || store.list_deliveries(p.before, limit).map_err(internal)).await?;
+    Ok(Json(json!({ "deliveries": list })))
+}
+
+async fn test_notification(
+    State(st): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+) -> Result<Response, ApiError> {
+    check_auth(&st, &headers)?;
+    let rec = st
+        .notifier
+        .test(&channel)
+        .await
+        .map_err(|e| ApiError(StatusCode::NOT_FOUND, e.to_string()))?;
+    let code = if rec.outcome == vigie_store::DeliveryOutcome::Delivered {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
+    Ok((code, Json(json!(rec))).into_response())
+}
+
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -527,7 +836,7 @@ mod tests {
         assert_eq!(t.0 - f.0, 3600 * 1_000_000_000);
         assert!(
             resolve_range(Some("1 parsec"), None, None, now)
-                .unwrap_err()
+                .expect_err("bad duration")
                 .contains("invalid duration")
         );
         assert!(
@@ -537,7 +846,7 @@ mod tests {
                 Some("2026-01-01T00:00:00Z"),
                 now
             )
-            .unwrap_err()
+            .expect_err("empty range")
             .contains("empty")
         );
         assert!(resolve_range(Some("1h"), Some("2026-01-01T00:00:00Z"), None, now).is_err());

@@ -337,9 +337,8 @@ async fn batch(ing: &Arc<Ingest>, ctx: &Arc<AgentConn>, frame: Vec<u8>) -> Reply
     };
     let writer = ing.writer.clone();
     // The channel is bounded: a full writer applies back-pressure here, off the async workers.
-    if tokio::task::spawn_blocking(move || writer.send(req))
+    if tokio::task::spawn_blocking(move || writer.send(req).is_err())
         .await
-        .map(|r| r.is_err())
         .unwrap_or(true)
     {
         return refused(RefuseCode::Unavailable, "collector is shutting down");

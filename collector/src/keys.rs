@@ -169,13 +169,8 @@ impl Keys {
     /// instead of waiting for the idle timeout (30 s). quinn's default uses a random reset
     /// key and a CID check keyed per process, so the new process stayed silent.
     pub fn endpoint_config(&self) -> Result<quinn::EndpointConfig> {
-        let suite = quinn::rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
-            .tls13()
-            .context("the TLS 1.3 SHA-256 suite is missing")?;
-        let prk = suite
-            .hkdf_provider
-            .extract_from_secret(None, &self.quic_key);
-        let mut cfg = quinn::EndpointConfig::new(std::sync::Arc::new(ResetKey(prk)));
+        let mut cfg =
+            quinn::EndpointConfig::new(std::sync::Arc::new(ResetKey::new(&self.quic_key)?));
         cfg.cid_generator(|| Box::new(RandomCids));
         Ok(cfg)
     }
@@ -185,6 +180,13 @@ impl Keys {
 struct ResetKey(Box<dyn quinn::rustls::crypto::tls13::HkdfExpander>);
 
 impl ResetKey {
+    fn new(key: &[u8; 32]) -> Result<ResetKey> {
+        let suite = quinn::rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256
+            .tls13()
+            .context("the TLS 1.3 SHA-256 suite is missing")?;
+        Ok(ResetKey(suite.hkdf_provider.extract_from_secret(None, key)))
+    }
+
     fn tag(&self, data: &[u8]) -> quinn::rustls::crypto::tls13::OkmBlock {
         self.0.expand_block(&[b"vigie quic stateless reset", data])
     }
@@ -234,5 +236,45 @@ impl quinn::ConnectionIdGenerator for RandomCids {
 
     fn cid_lifetime(&self) -> Option<std::time::Duration> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn::crypto::HmacKey;
+
+    #[test]
+    fn stateless_reset_tokens_survive_a_restart() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let names = vec!["localhost".to_string()];
+        let before = Keys::load_or_create(dir.path(), &names).expect("keys");
+        let after = Keys::load_or_create(dir.path(), &names).expect("keys again");
+        assert_eq!(before.quic_key, after.quic_key, "quic.key must persist");
+        before.endpoint_config().expect("endpoint config");
+        let (a, b) = (
+            ResetKey::new(&before.quic_key).expect("key"),
+            ResetKey::new(&after.quic_key).expect("key"),
+        );
+        let cid = [7u8; 8];
+        let (mut ta, mut tb) = ([0u8; 16], [0u8; 16]);
+        a.sign(&cid, &mut ta);
+        b.sign(&cid, &mut tb);
+        assert_eq!(
+            ta, tb,
+            "a restarted collector must derive the same reset token"
+        );
+        let mut full = [0u8; 32];
+        a.sign(&cid, &mut full);
+        assert!(b.verify(&cid, &full).is_ok());
+        full[0] ^= 1;
+        assert!(b.verify(&cid, &full).is_err());
+        let other = ResetKey::new(&[1u8; 32]).expect("key");
+        let mut to = [0u8; 16];
+        other.sign(&cid, &mut to);
+        assert_ne!(ta, to, "another key, another token");
+        let mut t2 = [0u8; 16];
+        a.sign(&[8u8; 8], &mut t2);
+        assert_ne!(ta, t2, "another connection id, another token");
     }
 }

@@ -3,19 +3,24 @@
 //! Owns: the QUIC listener agents ship to ([`ingest`]), enrollment, the
 //! single writer thread that commits verified batches exactly once ([`writer`]),
 //! the event store (through `vigie-store`, which only this crate opens), retention,
-//! the disk-full guard, the live stream of new events and the management HTTP
-//! API ([`api`]) with Prometheus `/metrics`.
+//! the disk-full guard, the live stream of new events, detection of every stored
+//! event on its own thread ([`detect`]), alerts ([`alerts`]), notifications
+//! ([`notify`]) and the management HTTP API ([`api`]) with Prometheus `/metrics`.
 //!
 //! Never does: decode a batch before its signature verifies; acknowledge a batch
 //! before its events and high-water mark are durable in one synced write; run
-//! RocksDB, signature checks or decompression on async worker threads; serve
-//! anything but enrollment to a connection without a client certificate.
+//! RocksDB, signature checks, decompression or rule evaluation on async worker
+//! threads; serve anything but enrollment to a connection without a client
+//! certificate; let a broken rule or a slow notification channel stall ingestion.
 
+pub mod alerts;
 pub mod api;
+pub mod detect;
 pub mod disk;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -60,6 +65,22 @@ pub struct CollectorConfig {
     pub sync: bool,
     /// Benchmark mode: verify and decode batches, then discard them.
     pub verify_only: bool,
+    /// Sigma rules directory (every `.yml`/`.yaml` under it; `exceptions.yml` holds
+    /// exceptions). Default: `<data_dir>/rules`, created on first start.
+    pub rules_dir: Option<PathBuf>,
+    /// How often the rules directory is checked for changes (e.g. "3s").
+    #[serde(with = "duration")]
+    pub rules_reload_interval: Duration,
+    /// Detections of the same rule and group within this window aggregate into one alert (e.g. "1h").
+    #[serde(with = "duration")]
+    pub alert_dedup_window: Duration,
+    /// Stored events waiting for detection at most; past this the writer waits up
+    /// to `detection_max_wait`, then leaves events unevaluated (counted, health alert).
+    pub detection_queue_events: usize,
+    #[serde(with = "duration")]
+    pub detection_max_wait: Duration,
+    /// Notification channels (`[[notify]]` tables), see docs/notifications.md.
+    pub notify: Vec<notify::NotifyConfig>,
 }
 
 impl Default for CollectorConfig {
@@ -75,6 +96,12 @@ impl Default for CollectorConfig {
             min_free_bytes: 256 * 1024 * 1024,
             sync: true,
             verify_only: false,
+            rules_dir: None,
+            rules_reload_interval: Duration::from_secs(3),
+            alert_dedup_window: Duration::from_secs(3600),
+            detection_queue_events: 200_000,
+            detection_max_wait: Duration::from_secs(2),
+            notify: Vec::new(),
         }
     }
 }
@@ -131,6 +158,19 @@ mod opt_size {
     }
 }
 
+mod duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); use for example 3s, 5m or 1h"
+            ))
+        })
+    }
+}
+
 mod opt_duration {
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
@@ -162,6 +202,7 @@ pub struct Collector {
     endpoint: quinn::Endpoint,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    detector: Option<detect::Detector>,
     sealer: Option<(
         Arc<std::sync::atomic::AtomicBool>,
         std::thread::JoinHandle<()>,
@@ -225,6 +266,50 @@ impl Collector {
         let (live, _) = broadcast::channel(4096);
         let gate = Arc::new(writer::WriteGate::default());
         let (wtx, wrx) = std::sync::mpsc::sync_channel(1024);
+
+        // Detection: alerts, notification channels, then the rules (loaded before
+        // the first event can be stored) and the detection thread.
+        let (ntx, nrx) = tokio::sync::mpsc::channel(1024);
+        let (alerts, notifier, detector) = {
+            let (store, metrics, cfg, host) =
+                (store.clone(), metrics.clone(), cfg.clone(), host.clone());
+            let rules_dir = cfg.rules_dir.clone().unwrap_or_else(|| dir.join("rules"));
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let alerts = Arc::new(
+                    alerts::Alerts::open(
+                        store.clone(),
+                        alerts::AlertsConfig {
+                            dedup_window: cfg.alert_dedup_window,
+                            ..Default::default()
+                        },
+                        metrics.clone(),
+                    )
+                    .context("cannot open the alert registry")?,
+                );
+                let notifier = Arc::new(notify::Notifier::new(
+                    &cfg.notify,
+                    store,
+                    metrics.clone(),
+                    host.clone(),
+                )?);
+                let detector = detect::Detector::start(
+                    detect::DetectConfig {
+                        rules_dir,
+                        reload_interval: cfg.rules_reload_interval,
+                        queue_events: cfg.detection_queue_events,
+                        max_wait: cfg.detection_max_wait,
+                        hostname: host,
+                    },
+                    alerts.clone(),
+                    metrics,
+                    ntx,
+                )?;
+                Ok((alerts, notifier, detector))
+            })
+            .await??
+        };
+        let detect_shared = detector.shared.clone();
+
         let sealer = spawn_sealer(store.clone())?;
         let writer = writer::spawn(
             store.clone(),
@@ -232,6 +317,7 @@ impl Collector {
             live.clone(),
             metrics.clone(),
             gate.clone(),
+            Some(detect_shared.queue.clone()),
         )?;
 
         let server_cfg = vigie_net::server_config(
@@ -271,7 +357,10 @@ impl Collector {
             log_limit: ingest::LogLimiter::new(20),
             verify_only: cfg.verify_only,
         });
-        let mut tasks = vec![tokio::spawn(ingest::serve(endpoint.clone(), ing))];
+        let mut tasks = vec![
+            tokio::spawn(ingest::serve(endpoint.clone(), ing)),
+            tokio::spawn(notifier.clone().run(nrx)),
+        ];
 
         let api_state = Arc::new(api::ApiState {
             store: store.clone(),
@@ -281,6 +370,9 @@ impl Collector {
             ingest_addrs: advertise,
             server_name: vigie_net::DEFAULT_SERVER_NAME.to_string(),
             ca_der,
+            detect: detect_shared,
+            alerts,
+            notifier,
         });
         let listener = tokio::net::TcpListener::bind(cfg.api_listen)
             .await
@@ -310,6 +402,7 @@ impl Collector {
             endpoint,
             tasks,
             writer: Some(writer),
+            detector: Some(detector),
             sealer: Some(sealer),
         })
     }
@@ -327,6 +420,10 @@ impl Collector {
         }
         if let Some(w) = self.writer.take() {
             let _ = tokio::task::spawn_blocking(move || w.join()).await;
+        }
+        // The writer has handed over its last events: detection finishes them.
+        if let Some(d) = self.detector.take() {
+            let _ = tokio::task::spawn_blocking(move || d.stop()).await;
         }
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.flush()).await;
@@ -411,18 +508,17 @@ async fn housekeeping(
             if let Ok((usage, report)) = res {
                 metrics.store_bytes.store(usage, Relaxed);
                 match report {
-                    Some(Ok(r)) => {
-                        if r.events_removed > 0 {
-                            metrics
-                                .retention_deleted_events
-                                .fetch_add(r.events_removed, Relaxed);
-                            tracing::info!(
-                                events = r.events_removed,
-                                blocks = r.blocks_removed,
-                                "retention removed old events"
-                            );
-                        }
+                    Some(Ok(r)) if r.events_removed > 0 => {
+                        metrics
+                            .retention_deleted_events
+                            .fetch_add(r.events_removed, Relaxed);
+                        tracing::info!(
+                            events = r.events_removed,
+                            blocks = r.blocks_removed,
+                            "retention removed old events"
+                        );
                     }
+                    Some(Ok(_)) => {}
                     Some(Err(e)) => tracing::error!(error = %e, "retention failed"),
                     None => {}
                 }

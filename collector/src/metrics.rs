@@ -28,6 +28,32 @@ pub struct Metrics {
     pub disk_full: AtomicU64,
     pub store_bytes: AtomicU64,
     pub retention_deleted_events: AtomicU64,
+    /// Events evaluated by the detection thread.
+    pub detection_events: AtomicU64,
+    /// Events stored but not evaluated: the detection queue stayed full.
+    pub detection_dropped_events: AtomicU64,
+    /// Events waiting for detection (gauge).
+    pub detection_queue_events: AtomicU64,
+    /// Collector time minus ingest time of the last evaluated event, ms (gauge).
+    pub detection_lag_ms: AtomicU64,
+    /// Rules (and correlations) loaded / rejected by the last load (gauges).
+    pub rules_loaded: AtomicU64,
+    pub rules_failed: AtomicU64,
+    pub rules_reloads: AtomicU64,
+    /// Alerts opened, by severity (index: `AlertSeverity as usize`).
+    pub alerts_raised: [AtomicU64; 5],
+    /// Detections aggregated into an open alert.
+    pub alerts_updated: AtomicU64,
+    pub alerts_silenced: AtomicU64,
+    pub alerts_excepted: AtomicU64,
+    /// Detections that could not be stored.
+    pub alerts_lost: AtomicU64,
+    /// Correlation state dropped to stay within bounds (groups and events).
+    pub correlation_evictions: AtomicU64,
+    pub notifications_delivered: AtomicU64,
+    pub notifications_failed: AtomicU64,
+    pub notifications_rate_limited: AtomicU64,
+    pub notifications_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -128,7 +154,107 @@ impl Metrics {
             "vigie_commit_seconds_count {}",
             self.commits.load(Relaxed)
         );
+        let _ = writeln!(
+            s,
+            "# HELP vigie_alerts_raised_total Alerts opened, by severity.\n# TYPE vigie_alerts_raised_total counter"
+        );
+        for sev in vigie_store::AlertSeverity::ALL {
+            let _ = writeln!(
+                s,
+                "vigie_alerts_raised_total{{severity=\"{}\"}} {}",
+                sev.as_str(),
+                self.alerts_raised[sev as usize].load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP vigie_alerts_suppressed_total Detections suppressed before becoming alerts.\n# TYPE vigie_alerts_suppressed_total counter"
+        );
+        for (r, v) in [
+            ("silence", &self.alerts_silenced),
+            ("exception", &self.alerts_excepted),
+        ] {
+            let _ = writeln!(
+                s,
+                "vigie_alerts_suppressed_total{{reason=\"{r}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP vigie_notifications_total Notifications by outcome.\n# TYPE vigie_notifications_total counter"
+        );
+        for (o, v) in [
+            ("delivered", &self.notifications_delivered),
+            ("failed", &self.notifications_failed),
+            ("rate_limited", &self.notifications_rate_limited),
+            ("dropped", &self.notifications_dropped),
+        ] {
+            let _ = writeln!(
+                s,
+                "vigie_notifications_total{{outcome=\"{o}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
         for (name, help, v) in [
+            (
+                "vigie_detection_events_total",
+                "Events evaluated by the detection rules.",
+                &self.detection_events,
+            ),
+            (
+                "vigie_detection_dropped_events_total",
+                "Events stored but not evaluated because the detection queue stayed full.",
+                &self.detection_dropped_events,
+            ),
+            (
+                "vigie_rules_reloads_total",
+                "Times the rule set was (re)loaded.",
+                &self.rules_reloads,
+            ),
+            (
+                "vigie_alerts_updated_total",
+                "Detections aggregated into an open alert.",
+                &self.alerts_updated,
+            ),
+            (
+                "vigie_alerts_lost_total",
+                "Detections lost because alerts could not be stored.",
+                &self.alerts_lost,
+            ),
+            (
+                "vigie_correlation_evictions_total",
+                "Correlation groups and events dropped to stay within memory bounds.",
+                &self.correlation_evictions,
+            ),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP vigie_detection_lag_seconds Time from ingest to evaluation of the last evaluated event.\n# TYPE vigie_detection_lag_seconds gauge\nvigie_detection_lag_seconds {}",
+            self.detection_lag_ms.load(Relaxed) as f64 / 1e3
+        );
+        for (name, help, v) in [
+            (
+                "vigie_detection_queue_events",
+                "Stored events waiting for detection.",
+                &self.detection_queue_events,
+            ),
+            (
+                "vigie_rules_loaded",
+                "Detection and correlation rules loaded.",
+                &self.rules_loaded,
+            ),
+            (
+                "vigie_rules_failed",
+                "Rules (or rule files) that did not load.",
+                &self.rules_failed,
+            ),
             (
                 "vigie_disk_free_bytes",
                 "Free bytes on the store's file system.",

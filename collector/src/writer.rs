@@ -3,7 +3,8 @@
 //! Connection tasks hand verified, decoded batches to this thread. It drains
 //! every request waiting, commits them in one synced RocksDB write (events and
 //! high-water marks together, so an ack always means durable), then answers
-//! each request. While the disk is below its reserve it stores nothing and
+//! each request, then hands the stored events, in order, to the detection
+//! thread's bounded queue ([`crate::detect`]). While the disk is below its reserve it stores nothing and
 //! answers "unavailable", so agents keep their events spooled and retry.
 
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use tokio::sync::{broadcast, oneshot};
 use vigie_proto::Event;
 use vigie_store::{CommitBatch, CommitOutcome, Store};
 
+use crate::detect::DetectQueue;
 use crate::metrics::Metrics;
 
 /// Most events committed in one write.
@@ -45,10 +47,11 @@ pub fn spawn(
     live: broadcast::Sender<Arc<Event>>,
     metrics: Arc<Metrics>,
     gate: Arc<WriteGate>,
+    detect: Option<Arc<DetectQueue>>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("vigie-writer".into())
-        .spawn(move || run(store, rx, live, metrics, gate))
+        .spawn(move || run(store, rx, live, metrics, gate, detect))
 }
 
 fn run(
@@ -57,6 +60,7 @@ fn run(
     live: broadcast::Sender<Arc<Event>>,
     metrics: Arc<Metrics>,
     gate: Arc<WriteGate>,
+    detect: Option<Arc<DetectQueue>>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -81,9 +85,11 @@ fn run(
         }
         let (batches, replies): (Vec<CommitBatch>, Vec<_>) =
             group.into_iter().map(|r| (r.batch, r.reply)).unzip();
-        // Keep copies for live subscribers only when someone listens.
-        let copies: Option<Vec<Vec<Event>>> =
-            (live.receiver_count() > 0).then(|| batches.iter().map(|b| b.events.clone()).collect());
+        // Keep copies for live subscribers and detection only when someone listens.
+        let detect = detect.as_ref().filter(|d| d.active());
+        let mut copies: Option<Vec<Vec<Event>>> = (live.receiver_count() > 0 || detect.is_some())
+            .then(|| batches.iter().map(|b| b.events.clone()).collect());
+        let mut to_detect: Vec<Vec<Event>> = Vec::new();
         let counts: Vec<u64> = batches.iter().map(|b| b.events.len() as u64).collect();
         let started = Instant::now();
         match store.commit(batches) {
@@ -94,9 +100,14 @@ fn run(
                         CommitOutcome::Stored { .. } => {
                             metrics.batches_stored.fetch_add(1, Relaxed);
                             metrics.events_stored.fetch_add(counts[i], Relaxed);
-                            if let Some(c) = &copies {
-                                for e in &c[i] {
-                                    let _ = live.send(Arc::new(e.clone()));
+                            if let Some(c) = &mut copies {
+                                if live.receiver_count() > 0 {
+                                    for e in &c[i] {
+                                        let _ = live.send(Arc::new(e.clone()));
+                                    }
+                                }
+                                if detect.is_some() {
+                                    to_detect.push(std::mem::take(&mut c[i]));
                                 }
                             }
                         }
@@ -111,6 +122,13 @@ fn run(
                         }
                     }
                     let _ = reply.send(Ok(outcome));
+                }
+                // After the acks: detection never delays them, and a full
+                // detection queue slows the next commit (bounded wait).
+                if let Some(d) = detect {
+                    for events in to_detect {
+                        d.hand_over(events);
+                    }
                 }
             }
             Err(e) => {

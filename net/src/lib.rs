@@ -70,7 +70,11 @@ impl std::fmt::Debug for Ca {
 }
 
 fn hex_prefix(b: &[u8]) -> String {
-    Sha256::digest(b).iter().take(8).map(|x| format!("{x:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .take(8)
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 impl Ca {
@@ -78,9 +82,15 @@ impl Ca {
     pub fn generate() -> Result<Ca, NetError> {
         let key = rcgen::KeyPair::generate().map_err(cert_err)?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, "Vigie collector CA");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Vigie collector CA");
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2124, 1, 1);
         let cert = params.self_signed(&key).map_err(cert_err)?;
@@ -91,9 +101,15 @@ impl Ca {
     /// Rebuilds a CA from its DER certificate and PKCS#8 key (as written by [`Ca::to_parts`]).
     pub fn from_parts(cert_der: &[u8], key_pkcs8_der: &[u8]) -> Result<Ca, NetError> {
         let key = rcgen::KeyPair::try_from(key_pkcs8_der).map_err(cert_err)?;
-        let params = rcgen::CertificateParams::from_ca_cert_der(&CertificateDer::from(cert_der.to_vec())).map_err(cert_err)?;
+        let params =
+            rcgen::CertificateParams::from_ca_cert_der(&CertificateDer::from(cert_der.to_vec()))
+                .map_err(cert_err)?;
         let cert = params.self_signed(&key).map_err(cert_err)?;
-        Ok(Ca { cert, key, der: cert_der.to_vec() })
+        Ok(Ca {
+            cert,
+            key,
+            der: cert_der.to_vec(),
+        })
     }
 
     /// `(certificate DER, PKCS#8 key DER)`.
@@ -109,11 +125,15 @@ impl Ca {
     pub fn issue_server(&self, names: &[String]) -> Result<(Vec<u8>, Vec<u8>), NetError> {
         let key = rcgen::KeyPair::generate().map_err(cert_err)?;
         let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(cert_err)?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, DEFAULT_SERVER_NAME);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, DEFAULT_SERVER_NAME);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let cert = params.signed_by(&key, &self.cert, &self.key).map_err(cert_err)?;
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .map_err(cert_err)?;
         Ok((cert.der().to_vec(), key.serialize_der()))
     }
 
@@ -121,11 +141,16 @@ impl Ca {
     pub fn issue_agent(&self, agent: AgentId, spki_der: &[u8]) -> Result<Vec<u8>, NetError> {
         let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(cert_err)?;
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
-        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{AGENT_CN_PREFIX}{agent}"));
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("{AGENT_CN_PREFIX}{agent}"),
+        );
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2124, 1, 1);
-        let cert = params.signed_by(&public, &self.cert, &self.key).map_err(cert_err)?;
+        let cert = params
+            .signed_by(&public, &self.cert, &self.key)
+            .map_err(cert_err)?;
         Ok(cert.der().to_vec())
     }
 }
@@ -164,7 +189,11 @@ pub fn peer_agent_id(conn: &quinn::Connection) -> Option<(AgentId, [u8; 32])> {
 
 fn transport() -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.max_idle_timeout(Some(Duration::from_secs(30).try_into().unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000)))));
+    t.max_idle_timeout(Some(
+        Duration::from_secs(30)
+            .try_into()
+            .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
+    ));
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_concurrent_bidi_streams(64u32.into());
     t.max_concurrent_uni_streams(0u32.into());
@@ -176,17 +205,25 @@ fn transport() -> quinn::TransportConfig {
 
 /// Server configuration: our certificate, client certificates optional but
 /// verified against `ca_der` when presented.
-pub fn server_config(ca_der: &[u8], cert_der: Vec<u8>, key_der: Vec<u8>) -> Result<quinn::ServerConfig, NetError> {
+pub fn server_config(
+    ca_der: &[u8],
+    cert_der: Vec<u8>,
+    key_der: Vec<u8>,
+) -> Result<quinn::ServerConfig, NetError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca_der.to_vec()))?;
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| NetError::Cert(e.to_string()))?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| NetError::Cert(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![CertificateDer::from(cert_der)], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)))?;
+        .with_single_cert(
+            vec![CertificateDer::from(cert_der)],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der)),
+        )?;
     tls.alpn_protocols = vec![wire::ALPN.to_vec()];
     tls.max_early_data_size = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(|e| NetError::Cert(e.to_string()))?;
@@ -196,14 +233,20 @@ pub fn server_config(ca_der: &[u8], cert_der: Vec<u8>, key_der: Vec<u8>) -> Resu
 }
 
 /// Client configuration: trust only `ca_der`; present `identity` (certificate DER, PKCS#8 key DER) if given.
-pub fn client_config(ca_der: &[u8], identity: Option<(Vec<u8>, Vec<u8>)>) -> Result<quinn::ClientConfig, NetError> {
+pub fn client_config(
+    ca_der: &[u8],
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<quinn::ClientConfig, NetError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(ca_der.to_vec()))?;
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots);
     let mut tls = match identity {
-        Some((cert, key)) => builder.with_client_auth_cert(vec![CertificateDer::from(cert)], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))?,
+        Some((cert, key)) => builder.with_client_auth_cert(
+            vec![CertificateDer::from(cert)],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+        )?,
         None => builder.with_no_client_auth(),
     };
     tls.alpn_protocols = vec![wire::ALPN.to_vec()];
@@ -216,7 +259,12 @@ pub fn client_config(ca_der: &[u8], identity: Option<(Vec<u8>, Vec<u8>)>) -> Res
 
 /// A client endpoint bound to an ephemeral port of the right address family.
 pub fn client_endpoint(remote: SocketAddr) -> Result<quinn::Endpoint, NetError> {
-    let bind: SocketAddr = if remote.is_ipv6() { "[::]:0".parse() } else { "0.0.0.0:0".parse() }.map_err(|_| NetError::Cert("bad bind address".into()))?;
+    let bind: SocketAddr = if remote.is_ipv6() {
+        "[::]:0".parse()
+    } else {
+        "0.0.0.0:0".parse()
+    }
+    .map_err(|_| NetError::Cert("bad bind address".into()))?;
     Ok(quinn::Endpoint::client(bind)?)
 }
 
@@ -231,14 +279,20 @@ pub async fn read_frame(recv: &mut quinn::RecvStream) -> Result<(MsgType, Vec<u8
 }
 
 /// Sends one frame on a new bidirectional stream and reads the one-frame reply.
-pub async fn request(conn: &quinn::Connection, frame: &[u8], timeout: Duration) -> Result<(MsgType, Vec<u8>), NetError> {
+pub async fn request(
+    conn: &quinn::Connection,
+    frame: &[u8],
+    timeout: Duration,
+) -> Result<(MsgType, Vec<u8>), NetError> {
     let fut = async {
         let (mut send, mut recv) = conn.open_bi().await?;
         send.write_all(frame).await?;
         send.finish()?;
         read_frame(&mut recv).await
     };
-    tokio::time::timeout(timeout, fut).await.map_err(|_| NetError::Timeout(timeout))?
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| NetError::Timeout(timeout))?
 }
 
 /// Writes a reply frame and finishes the stream.
@@ -255,7 +309,13 @@ mod tests {
     use vigie_proto::{Epoch, Seq};
 
     fn server(ca: &Ca) -> quinn::Endpoint {
-        let (cert, key) = ca.issue_server(&["localhost".into(), DEFAULT_SERVER_NAME.into(), "127.0.0.1".into()]).expect("server cert");
+        let (cert, key) = ca
+            .issue_server(&[
+                "localhost".into(),
+                DEFAULT_SERVER_NAME.into(),
+                "127.0.0.1".into(),
+            ])
+            .expect("server cert");
         let cfg = server_config(ca.cert_der(), cert, key).expect("server cfg");
         quinn::Endpoint::server(cfg, "127.0.0.1:0".parse().expect("addr")).expect("endpoint")
     }
@@ -271,12 +331,24 @@ mod tests {
         let srv = tokio::spawn(async move {
             let mut seen = Vec::new();
             for _ in 0..2 {
-                let conn = ep.accept().await.expect("incoming").await.expect("handshake");
+                let conn = ep
+                    .accept()
+                    .await
+                    .expect("incoming")
+                    .await
+                    .expect("handshake");
                 seen.push(peer_agent_id(&conn).map(|(id, _)| id));
                 let (mut send, mut recv) = conn.accept_bi().await.expect("bi");
                 let (ty, body) = read_frame(&mut recv).await.expect("frame");
                 let hello: Hello = decode_body(ty, &body).expect("hello");
-                let r = encode_msg(MsgType::Reply, &Reply::Welcome { stored_end: hello.next_seq, last_hash: [0; 32] }).expect("enc");
+                let r = encode_msg(
+                    MsgType::Reply,
+                    &Reply::Welcome {
+                        stored_end: hello.next_seq,
+                        last_hash: [0; 32],
+                    },
+                )
+                .expect("enc");
                 reply(&mut send, &r).await.expect("reply");
                 let _ = conn.closed().await;
             }
@@ -285,13 +357,35 @@ mod tests {
         for ident in [Some((cert, key)), None] {
             let cep = client_endpoint(addr).expect("client");
             let conn = cep
-                .connect_with(client_config(ca.cert_der(), ident).expect("cfg"), addr, DEFAULT_SERVER_NAME)
+                .connect_with(
+                    client_config(ca.cert_der(), ident).expect("cfg"),
+                    addr,
+                    DEFAULT_SERVER_NAME,
+                )
                 .expect("connect")
                 .await
                 .expect("handshake");
-            let hello = Hello { epoch: Epoch(1), next_seq: Seq(42), agent_version: "t".into(), hostname: "h".into(), machine_id: "m".into() };
-            let (ty, body) = request(&conn, &encode_msg(MsgType::Hello, &hello).expect("enc"), Duration::from_secs(5)).await.expect("req");
-            assert_eq!(decode_body::<Reply>(ty, &body).expect("reply"), Reply::Welcome { stored_end: Seq(42), last_hash: [0; 32] });
+            let hello = Hello {
+                epoch: Epoch(1),
+                next_seq: Seq(42),
+                agent_version: "t".into(),
+                hostname: "h".into(),
+                machine_id: "m".into(),
+            };
+            let (ty, body) = request(
+                &conn,
+                &encode_msg(MsgType::Hello, &hello).expect("enc"),
+                Duration::from_secs(5),
+            )
+            .await
+            .expect("req");
+            assert_eq!(
+                decode_body::<Reply>(ty, &body).expect("reply"),
+                Reply::Welcome {
+                    stored_end: Seq(42),
+                    last_hash: [0; 32]
+                }
+            );
             conn.close(0u32.into(), b"done");
         }
         assert_eq!(srv.await.expect("join"), vec![Some(agent), None]);
@@ -309,8 +403,28 @@ mod tests {
         let rogue = ca2.issue_agent(agent, &spki).expect("issue");
         let cep = client_endpoint(addr).expect("client");
         let res = async {
-            let conn = cep.connect_with(client_config(ca.cert_der(), Some((rogue, key))).expect("cfg"), addr, DEFAULT_SERVER_NAME)?.await?;
-            request(&conn, &encode_msg(MsgType::Hello, &Hello { epoch: Epoch(1), next_seq: Seq(0), agent_version: String::new(), hostname: String::new(), machine_id: String::new() })?, Duration::from_secs(5)).await
+            let conn = cep
+                .connect_with(
+                    client_config(ca.cert_der(), Some((rogue, key))).expect("cfg"),
+                    addr,
+                    DEFAULT_SERVER_NAME,
+                )?
+                .await?;
+            request(
+                &conn,
+                &encode_msg(
+                    MsgType::Hello,
+                    &Hello {
+                        epoch: Epoch(1),
+                        next_seq: Seq(0),
+                        agent_version: String::new(),
+                        hostname: String::new(),
+                        machine_id: String::new(),
+                    },
+                )?,
+                Duration::from_secs(5),
+            )
+            .await
         }
         .await;
         assert!(res.is_err(), "rogue certificate accepted");
@@ -329,8 +443,14 @@ mod tests {
         // Issued by the reloaded CA, verifiable against the original DER.
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from(der)).expect("root");
-        let v = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build().expect("verifier");
+        let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        )
+        .build()
+        .expect("verifier");
         let now = rustls::pki_types::UnixTime::now();
-        v.verify_client_cert(&CertificateDer::from(cert), &[], now).expect("chain verifies");
+        v.verify_client_cert(&CertificateDer::from(cert), &[], now)
+            .expect("chain verifies");
     }
 }

@@ -4,7 +4,8 @@
 //! high-water marks and last hashes in one synced write batch), the on-disk
 //! layout of events, their index and per-minute counters, the query language
 //! ([`query`]), searches, histograms, top values, event context, retention,
-//! checkpoints, and the small registries of enrolled agents and enrollment tokens.
+//! checkpoints, and the small registries of enrolled agents and enrollment tokens,
+//! alerts, silences and notification deliveries (the collector decides their content).
 //!
 //! **Never does:** network IO; deciding what to acknowledge (it reports
 //! [`CommitOutcome`]s, the collector acks); reading the clock for decisions
@@ -43,6 +44,9 @@
 //! | `hosts` | host id (`u32`) | host name (UTF-8); ids are dense from 0 |
 //! | `agents` | agent id (16) | bincode [`AgentRecord`] |
 //! | `tokens` | token id (16) | bincode [`TokenRecord`] |
+//! | `alerts` | alert id (`u64`) | bincode [`AlertRecord`] |
+//! | `silences` | silence id (`u64`) | bincode [`SilenceRecord`] |
+//! | `deliveries` | delivery id (`u64`) | bincode [`DeliveryRecord`]: the notification delivery log, trimmed to its newest entries |
 //!
 //! Stored events have `event.id` and `agent.id` cleared: both are rebuilt from
 //! the stream and seq columns on read. Severity code 8 in columns and counters
@@ -87,6 +91,7 @@
 //! that is exact or confirmed with [`Query::matches`]; counting an exact term
 //! never decodes an event, newest-first paging decodes only the pages it returns.
 
+mod alerts;
 mod codec;
 mod exec;
 pub mod query;
@@ -99,7 +104,8 @@ pub use query::{FieldType, Query, QueryError, field_type};
 pub use read::{CONTEXT_SCAN_LIMIT, MAX_BUCKETS, TOP_VALUES_SCAN_LIMIT};
 pub use store::Store;
 pub use types::{
-    AgentRecord, Bucket, CommitBatch, CommitOutcome, Cursor, QueryStats, RetentionReport,
-    SearchRequest, SearchResponse, StoreConfig, StoreError, StoreStats, StreamState, TokenError,
-    TokenRecord,
+    AgentRecord, AlertRecord, AlertSeverity, AlertState, AlertTransition, Bucket, CommitBatch,
+    CommitOutcome, Cursor, DeliveryOutcome, DeliveryRecord, QueryStats, RetentionReport,
+    SearchRequest, SearchResponse, SilenceRecord, StoreConfig, StoreError, StoreStats, StreamState,
+    TokenError, TokenRecord,
 };

@@ -33,7 +33,10 @@ pub(crate) const CF_COUNTERS: &str = "counters";
 pub(crate) const CF_HOSTS: &str = "hosts";
 pub(crate) const CF_AGENTS: &str = "agents";
 pub(crate) const CF_TOKENS: &str = "tokens";
-const ALL_CFS: [&str; 10] = [
+pub(crate) const CF_ALERTS: &str = "alerts";
+pub(crate) const CF_SILENCES: &str = "silences";
+pub(crate) const CF_DELIVERIES: &str = "deliveries";
+const ALL_CFS: [&str; 13] = [
     CF_STREAMS,
     CF_RECENT,
     CF_BLOCKS,
@@ -44,6 +47,9 @@ const ALL_CFS: [&str; 10] = [
     CF_HOSTS,
     CF_AGENTS,
     CF_TOKENS,
+    CF_ALERTS,
+    CF_SILENCES,
+    CF_DELIVERIES,
 ];
 
 const META_FORMAT: &[u8] = b"format";
@@ -159,7 +165,7 @@ pub(crate) fn write<T>(m: &RwLock<T>) -> Result<RwLockWriteGuard<'_, T>, StoreEr
     m.write().map_err(|_| StoreError::Poisoned)
 }
 
-fn decode_record<T: Decode<()>>(what: &str, v: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn decode_record<T: Decode<()>>(what: &str, v: &[u8]) -> Result<T, StoreError> {
     let (r, used): (T, usize) =
         bincode::decode_from_slice(v, codec::bincode_cfg().with_limit::<{ 1 << 20 }>())
             .map_err(|e| StoreError::corrupt(what.to_string(), e.to_string()))?;
@@ -169,7 +175,7 @@ fn decode_record<T: Decode<()>>(what: &str, v: &[u8]) -> Result<T, StoreError> {
     Ok(r)
 }
 
-fn encode_record<T: Encode>(what: &'static str, r: &T) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode_record<T: Encode>(what: &'static str, r: &T) -> Result<Vec<u8>, StoreError> {
     bincode::encode_to_vec(r, codec::bincode_cfg()).map_err(|e| StoreError::Encode {
         what,
         detail: e.to_string(),
@@ -420,6 +426,18 @@ impl Store {
             ),
             ColumnFamilyDescriptor::new(
                 CF_TOKENS,
+                cf_options(&cache, DBCompressionType::Lz4, false),
+            ),
+            ColumnFamilyDescriptor::new(
+                CF_ALERTS,
+                cf_options(&cache, DBCompressionType::Lz4, false),
+            ),
+            ColumnFamilyDescriptor::new(
+                CF_SILENCES,
+                cf_options(&cache, DBCompressionType::Lz4, false),
+            ),
+            ColumnFamilyDescriptor::new(
+                CF_DELIVERIES,
                 cf_options(&cache, DBCompressionType::Lz4, false),
             ),
         ];

@@ -295,3 +295,154 @@ pub struct StoreStats {
     /// Corrupt recent rows skipped when opening.
     pub corrupt_rows: u64,
 }
+
+/// Severity of an alert, from the Sigma `level` of the rule that raised it.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertSeverity {
+    Informational,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl AlertSeverity {
+    pub const ALL: [AlertSeverity; 5] = [
+        AlertSeverity::Informational,
+        AlertSeverity::Low,
+        AlertSeverity::Medium,
+        AlertSeverity::High,
+        AlertSeverity::Critical,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertSeverity::Informational => "informational",
+            AlertSeverity::Low => "low",
+            AlertSeverity::Medium => "medium",
+            AlertSeverity::High => "high",
+            AlertSeverity::Critical => "critical",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AlertSeverity> {
+        AlertSeverity::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s.trim().to_ascii_lowercase())
+    }
+}
+
+/// Where an alert stands: new → acknowledged → resolved (or new → resolved).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertState {
+    New,
+    Acknowledged,
+    Resolved,
+}
+
+impl AlertState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertState::New => "new",
+            AlertState::Acknowledged => "acknowledged",
+            AlertState::Resolved => "resolved",
+        }
+    }
+    pub fn parse(s: &str) -> Option<AlertState> {
+        [
+            AlertState::New,
+            AlertState::Acknowledged,
+            AlertState::Resolved,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s.trim().to_ascii_lowercase())
+    }
+}
+
+/// One change of an alert's state: who, when, why.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize)]
+pub struct AlertTransition {
+    pub state: AlertState,
+    pub by: String,
+    pub at: Timestamp,
+    pub comment: String,
+}
+
+/// An alert: the detections of one rule for one group (host, correlation
+/// group-by values) within the deduplication window, aggregated.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize)]
+pub struct AlertRecord {
+    pub id: u64,
+    /// The rule's id (its title when it has none).
+    pub rule_id: String,
+    pub rule_title: String,
+    pub severity: AlertSeverity,
+    pub tags: Vec<String>,
+    /// Raised by a rule that is not live yet (Sigma status `test` or `experimental`).
+    pub test: bool,
+    /// Raised by a correlation rule.
+    pub correlation: bool,
+    /// `host.name` of the events (empty when they came from several hosts).
+    pub host: String,
+    /// Correlation `group-by` values, `(field, value)`.
+    pub group: Vec<(String, String)>,
+    /// Event time of the first and last contributing event.
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    /// Collector time of creation and of the last change.
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    /// Detections aggregated (rule matches, or correlation firings).
+    pub count: u64,
+    /// Events that contributed, including those past the `event_ids` cap.
+    pub event_count: u64,
+    /// `event.id` of the contributing events, oldest first, capped by the collector.
+    pub event_ids: Vec<String>,
+    pub state: AlertState,
+    /// State changes, oldest first (capped by the collector).
+    pub history: Vec<AlertTransition>,
+}
+
+/// Suppresses new detections that match it until it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize)]
+pub struct SilenceRecord {
+    pub id: u64,
+    /// Only this rule (any rule when `None`).
+    pub rule_id: Option<String>,
+    /// Only this host (any host when `None`).
+    pub host: Option<String>,
+    pub created_by: String,
+    pub comment: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What happened to one notification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Encode, Decode, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    Delivered,
+    /// Every attempt failed (or the channel refused it for good).
+    Failed,
+    /// Not sent: the channel's rate limit was reached.
+    RateLimited,
+    /// Not sent: the notification queue was full.
+    Dropped,
+}
+
+/// One entry of the notification delivery log.
+#[derive(Clone, Debug, PartialEq, Eq, Encode, Decode, serde::Serialize)]
+pub struct DeliveryRecord {
+    pub id: u64,
+    pub at: Timestamp,
+    pub channel: String,
+    /// `None` for test notifications.
+    pub alert_id: Option<u64>,
+    pub test: bool,
+    pub outcome: DeliveryOutcome,
+    pub attempts: u32,
+    /// The last error, or what the channel answered.
+    pub detail: String,
+}

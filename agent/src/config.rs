@@ -286,20 +286,22 @@ impl AgentConfig {
             read_from: sources::journald::JournalStart::Head,
             ..Default::default()
         });
-        let mut f = sources::file::FileConfig::default();
-        f.name = "var-log".into();
-        f.paths = vec![
-            "/var/log/*.log".into(),
-            "/var/log/syslog".into(),
-            "/var/log/messages".into(),
-            "/var/log/apt/*.log".into(),
-        ];
-        f.read_from = sources::file::ReadFrom::Beginning;
-        cfg.file = vec![f];
-        let mut s = sources::syslog::SyslogConfig::default();
-        s.udp = Some(syslog.to_string());
-        s.tcp = Some(syslog.to_string());
-        cfg.syslog = Some(s);
+        cfg.file = vec![sources::file::FileConfig {
+            name: "var-log".into(),
+            paths: vec![
+                "/var/log/*.log".into(),
+                "/var/log/syslog".into(),
+                "/var/log/messages".into(),
+                "/var/log/apt/*.log".into(),
+            ],
+            read_from: sources::file::ReadFrom::Beginning,
+            ..Default::default()
+        }];
+        cfg.syslog = Some(sources::syslog::SyslogConfig {
+            udp: Some(syslog.to_string()),
+            tcp: Some(syslog.to_string()),
+            ..Default::default()
+        });
         cfg.metrics = Some(sources::metrics::MetricsConfig::default());
         cfg
     }

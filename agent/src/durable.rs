@@ -87,10 +87,11 @@ impl Durable {
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", checkpoints.display())),
         };
         let mut committed = file.committed;
-        if let Some(p) = file.pending {
-            if p.epoch == spool.epoch().0 && spool.next_seq().0 >= p.end_seq {
-                apply(&mut committed, p.positions);
-            }
+        if let Some(p) = file.pending
+            && p.epoch == spool.epoch().0
+            && spool.next_seq().0 >= p.end_seq
+        {
+            apply(&mut committed, p.positions);
         }
         let mut d = Durable {
             spool,

@@ -114,7 +114,11 @@ pub async fn run(
                     break;
                 }
                 Ok(Ok((Appended::Full, _))) => {
-                    if stats.spool_full_waits.fetch_add(1, Relaxed) % 100 == 0 {
+                    if stats
+                        .spool_full_waits
+                        .fetch_add(1, Relaxed)
+                        .is_multiple_of(100)
+                    {
                         tracing::warn!(
                             events = records.len(),
                             "spool full: waiting for the collector to acknowledge; sources that can pause are paused"

@@ -388,13 +388,13 @@ impl Shipper {
         let mut seq = from.0;
         let mut it = read.records.into_iter().peekable();
         while recs.len() < max_n {
-            if let Some((s, _)) = it.peek() {
-                if s.0 == seq {
-                    let (_, r) = it.next().context("peeked")?;
-                    recs.push(r);
-                    seq += 1;
-                    continue;
-                }
+            if let Some((s, _)) = it.peek()
+                && s.0 == seq
+            {
+                let (_, r) = it.next().context("peeked")?;
+                recs.push(r);
+                seq += 1;
+                continue;
             }
             if read.skipped.iter().any(|(a, b)| a.0 <= seq && seq < b.0) {
                 let mut e = Event::new(Kind::AgentHealth, now());

@@ -21,7 +21,7 @@
 //! | `GET /api/v1/rules` | loaded and rejected rules (id, title, level, tags, status, lifecycle, errors) and exceptions |
 //! | `GET /api/v1/notifications/log?limit=&before=` | notification delivery log, newest first |
 //! | `POST /api/v1/notify/{channel}/test` | send a test notification to one channel now |
-//! | `GET /metrics` | Prometheus metrics |
+//! | `GET /metrics` | Prometheus metrics (open on loopback; with the token when the API listens elsewhere) |
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -60,6 +60,8 @@ pub struct ApiState {
     pub detect: Arc<DetectShared>,
     pub alerts: Arc<Alerts>,
     pub notifier: Arc<Notifier>,
+    /// `/metrics` is open only when the API listens on loopback; elsewhere it needs the token.
+    pub metrics_open: bool,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -817,7 +819,12 @@ async fn test_notification(
     Ok((code, Json(json!(rec))).into_response())
 }
 
-async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
+async fn metrics(State(st): State<Arc<ApiState>>, headers: HeaderMap) -> Response {
+    if !st.metrics_open
+        && let Err(e) = check_auth(&st, &headers)
+    {
+        return e.into_response();
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),

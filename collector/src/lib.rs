@@ -373,6 +373,7 @@ impl Collector {
             detect: detect_shared,
             alerts,
             notifier,
+            metrics_open: cfg.api_listen.ip().is_loopback(),
         });
         let listener = tokio::net::TcpListener::bind(cfg.api_listen)
             .await

@@ -3,7 +3,7 @@
 //! disk per raw message byte (targets P1 store share, P8, P9).
 //!
 //! ```text
-//! cargo run --release -p vigie-store --example store_bench -- [N] [sync]
+//! cargo run --release -p vigie-store --example store_bench -- [N] [sync] [options]
 //! ```
 //!
 //! N defaults to 1,000,000. With `sync`, every commit fsyncs the WAL (as the
@@ -11,10 +11,28 @@
 //! `INGEST_ONLY=1` stops after ingest, `NOSEAL=1` turns inline sealing off (the
 //! final flush seals), `SLOW=1` prints the slowest commits.
 //!
+//! Options, for running a peer engine on the same events and queries
+//! (`bench/peers/README.md`):
+//!
+//! - `--dump FILE` also writes every generated event, in ingest order, to FILE as
+//!   NDJSON (one `Event::to_json()` per line). Serializing and writing happen in
+//!   the event-building time, which the store's ingest rate leaves out (the
+//!   process CPU figure includes them).
+//! - `--print-queries` prints the query list and time ranges as tab-separated
+//!   text (the format of `bench/peers/queries.tsv`) and exits.
+//! - `--per-query` adds, after each group's line, one `per-query` line per query:
+//!   tab-separated group, bucket seconds (0 for searches), median ms, p95 ms,
+//!   runs, count (searches: exact total; histograms: sum of bucket counts),
+//!   events returned (searches) or buckets (histograms), then the query. It also
+//!   prints the size of every file in the store's directory after ingest (the
+//!   `storage:` line counts live SST files and the WAL).
+//! - `--runs R` runs each query R times (default 5), round-robin over its group.
+//!
 //! Events are built as the agent's parsers would: fields (pid, user, source IP
 //! and port) come from the line itself; 50 hosts; timestamps spread over 24 h.
 
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vigie_proto::event::{Endpoint, Event, Log, LogFile, Process, User};
@@ -23,6 +41,110 @@ use vigie_store::{CommitBatch, Query, SearchRequest, Store, StoreConfig};
 
 const DAY_NS: i64 = 86_400_000_000_000;
 const T0: i64 = 1_772_323_200_000_000_000; // 2026-03-01T00:00:00Z
+
+/// Searches (count + newest 100) by group, in the order they run.
+const SEARCHES: &[(&str, &[&str])] = &[
+    (
+        "term",
+        &[
+            "failed",
+            "session",
+            "error",
+            "invalid",
+            "connection",
+            "root",
+            "closed",
+            "kernel",
+        ],
+    ),
+    (
+        "phrase",
+        &[
+            "\"authentication failure\"",
+            "\"failed password\"",
+            "\"session opened\"",
+            "\"invalid user\"",
+            "\"mod_jk child\"",
+        ],
+    ),
+    (
+        "field",
+        &[
+            "host.name:host-7",
+            "user.name:root",
+            "log.level:error",
+            "source.port>30000",
+            "process.name:sshd AND user.name:admin",
+        ],
+    ),
+    ("wildcard", &["fail*", "host.name:host-1*", "user.name:ro*"]),
+];
+
+/// 24 h histograms by group: bucket seconds and queries.
+const HISTOGRAMS: &[(&str, u64, &[&str])] = &[
+    (
+        "counters",
+        60,
+        &[
+            "",
+            "host.name:host-3",
+            "log.level:error",
+            "event.dataset:authentication AND NOT host.name:host-1",
+        ],
+    ),
+    ("index", 300, &["failed", "\"invalid user\""]),
+];
+
+/// Searches cover `[T0 - 1 day, T0 + 2 days)`; histograms `[T0, T0 + 1 day)`.
+const SEARCH_RANGE: (i64, i64) = (T0 - DAY_NS, T0 + 2 * DAY_NS);
+const HIST_RANGE: (i64, i64) = (T0, T0 + DAY_NS);
+
+/// The query list in the format of `bench/peers/queries.tsv`.
+fn print_queries() {
+    println!(
+        "# Written by `store_bench --print-queries`; the queries are in Vigie's query language."
+    );
+    println!(
+        "# search_range_ns\t{}\t{}\n# histogram_range_ns\t{}\t{}",
+        SEARCH_RANGE.0, SEARCH_RANGE.1, HIST_RANGE.0, HIST_RANGE.1
+    );
+    println!("# group\tbucket_secs (0: count + newest 100)\tquery");
+    for (group, queries) in SEARCHES {
+        for q in *queries {
+            println!("{group}\t0\t{q}");
+        }
+    }
+    for (group, secs, queries) in HISTOGRAMS {
+        for q in *queries {
+            println!("{group}\t{secs}\t{q}");
+        }
+    }
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            dir_bytes(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(total)
+}
+
+/// One `--per-query` line.
+fn per_query_line(group: &str, secs: u64, q: &str, ms: &mut [f64], count: u64, returned: usize) {
+    let runs = ms.len();
+    println!(
+        "per-query\t{group}\t{secs}\t{:.3}\t{:.3}\t{runs}\t{count}\t{returned}\t{q}",
+        pct(&mut ms.to_vec(), 0.5),
+        pct(ms, 0.95)
+    );
+}
 
 struct Rng(u64);
 
@@ -149,6 +271,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|a| a.replace('_', "").parse().ok())
         .unwrap_or(1_000_000);
     let sync = args.iter().any(|a| a == "sync");
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    if args.iter().any(|a| a == "--print-queries") {
+        print_queries();
+        return Ok(());
+    }
+    let per_query = args.iter().any(|a| a == "--per-query");
+    let rounds: usize = match value_of("--runs") {
+        Some(r) => r
+            .parse()
+            .map_err(|_| format!("--runs takes a number, got {r:?}"))?,
+        None => 5,
+    };
+    let mut dump = match value_of("--dump") {
+        Some(p) => Some(std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(PathBuf::from(p))?,
+        )),
+        None => None,
+    };
     let dir = tempfile::tempdir()?;
     let cfg = StoreConfig {
         sync,
@@ -187,6 +332,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 event(f, l, T0 + (i + k) as i64 * step, h, &mut rng)
             })
             .collect();
+        if let Some(w) = dump.as_mut() {
+            for e in &events {
+                w.write_all(e.to_json().as_bytes())?;
+                w.write_all(b"\n")?;
+            }
+        }
         let (first, prev) = next[h];
         let mut hash = [0u8; 32];
         hash[..8].copy_from_slice(&(batch_no + 1).to_le_bytes());
@@ -210,6 +361,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut idx: Vec<(usize, f64)> = commit_ms.iter().copied().enumerate().collect();
         idx.sort_by(|a, b| b.1.total_cmp(&a.1));
         println!("slowest commits: {:?}", &idx[..8.min(idx.len())]);
+    }
+    if let Some(mut w) = dump.take() {
+        let tb = Instant::now();
+        w.flush()?;
+        build_time += tb.elapsed();
     }
     let t = Instant::now();
     store.flush()?;
@@ -249,18 +405,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         st.block_bytes as f64 / 1048576.0
     );
 
+    if per_query {
+        let all = dir_bytes(dir.path())?;
+        println!(
+            "store directory: every file {:.1} MiB = {:.3} bytes per raw byte",
+            all as f64 / 1048576.0,
+            all as f64 / raw_bytes as f64
+        );
+    }
+
     if std::env::var_os("INGEST_ONLY").is_some() {
         return Ok(());
     }
 
     // --- queries -----------------------------------------------------------
-    let (from, to) = (Timestamp(T0 - DAY_NS), Timestamp(T0 + 2 * DAY_NS));
+    let (from, to) = (Timestamp(SEARCH_RANGE.0), Timestamp(SEARCH_RANGE.1));
     let run = |name: &str, queries: &[&str]| -> Result<(), Box<dyn std::error::Error>> {
         let mut ms = Vec::new();
+        let mut per = vec![(Vec::new(), 0u64, 0usize); queries.len()];
         let mut totals = Vec::new();
         let mut decoded = 0;
-        for round in 0..5 {
-            for q in queries {
+        for round in 0..rounds {
+            for (qi, q) in queries.iter().enumerate() {
                 let query = Query::parse(q)?;
                 let t = Instant::now();
                 let r = store.search(&SearchRequest {
@@ -271,10 +437,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     before: None,
                     count: true,
                 })?;
-                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                let elapsed = t.elapsed().as_secs_f64() * 1000.0;
+                ms.push(elapsed);
+                per[qi].0.push(elapsed);
                 decoded += r.stats.events_decoded;
                 if round == 0 {
                     totals.push(format!("{q}={}", r.total.unwrap_or(0)));
+                    per[qi].1 = r.total.unwrap_or(0);
+                    per[qi].2 = r.events.len();
                 }
             }
         }
@@ -282,58 +452,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{name:<9} count + newest 100: median {:.1} ms, p95 {:.1} ms ({} runs, {:.0} events decoded/run) [{}]",
             pct(&mut ms.clone(), 0.5),
             pct(&mut ms, 0.95),
-            queries.len() * 5,
-            decoded as f64 / (queries.len() * 5) as f64,
+            queries.len() * rounds,
+            decoded as f64 / (queries.len() * rounds) as f64,
             totals.join(", ")
         );
+        if per_query {
+            for (q, (mut ms, total, returned)) in queries.iter().zip(per) {
+                per_query_line(name, 0, q, &mut ms, total, returned);
+            }
+        }
         Ok(())
     };
-    run(
-        "term",
-        &[
-            "failed",
-            "session",
-            "error",
-            "invalid",
-            "connection",
-            "root",
-            "closed",
-            "kernel",
-        ],
-    )?;
-    run(
-        "phrase",
-        &[
-            "\"authentication failure\"",
-            "\"failed password\"",
-            "\"session opened\"",
-            "\"invalid user\"",
-            "\"mod_jk child\"",
-        ],
-    )?;
-    run(
-        "field",
-        &[
-            "host.name:host-7",
-            "user.name:root",
-            "log.level:error",
-            "source.port>30000",
-            "process.name:sshd AND user.name:admin",
-        ],
-    )?;
-    run("wildcard", &["fail*", "host.name:host-1*", "user.name:ro*"])?;
+    for (name, queries) in SEARCHES {
+        run(name, queries)?;
+    }
 
     let hist = |name: &str,
                 queries: &[&str],
                 bucket: Duration|
      -> Result<(), Box<dyn std::error::Error>> {
         let mut ms = Vec::new();
-        for _ in 0..5 {
-            for q in queries {
+        let mut per = vec![(Vec::new(), 0u64, 0usize); queries.len()];
+        for round in 0..rounds {
+            for (qi, q) in queries.iter().enumerate() {
                 let query = Query::parse(q)?;
                 let t = Instant::now();
-                let h = store.histogram(&query, Timestamp(T0), Timestamp(T0 + DAY_NS), bucket)?;
-                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                let h = store.histogram(
+                    &query,
+                    Timestamp(HIST_RANGE.0),
+                    Timestamp(HIST_RANGE.1),
+                    bucket,
+                )?;
+                let elapsed = t.elapsed().as_secs_f64() * 1000.0;
+                ms.push(elapsed);
+                per[qi].0.push(elapsed);
+                if round == 0 {
+                    per[qi].1 = h.iter().map(|b| b.count).sum();
+                    per[qi].2 = h.len();
+                }
                 std::hint::black_box(h);
             }
         }
@@ -341,24 +497,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "{name:<9} 24 h histogram: median {:.1} ms, p95 {:.1} ms ({} runs)",
             pct(&mut ms.clone(), 0.5),
             pct(&mut ms, 0.95),
-            queries.len() * 5
+            queries.len() * rounds
         );
+        if per_query {
+            for (q, (mut ms, total, buckets)) in queries.iter().zip(per) {
+                per_query_line(name, bucket.as_secs(), q, &mut ms, total, buckets);
+            }
+        }
         Ok(())
     };
-    hist(
-        "counters",
-        &[
-            "",
-            "host.name:host-3",
-            "log.level:error",
-            "event.dataset:authentication AND NOT host.name:host-1",
-        ],
-        Duration::from_secs(60),
-    )?;
-    hist(
-        "index",
-        &["failed", "\"invalid user\""],
-        Duration::from_secs(300),
-    )?;
+    for (name, secs, queries) in HISTOGRAMS {
+        hist(name, queries, Duration::from_secs(*secs))?;
+    }
     Ok(())
 }

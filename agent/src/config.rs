@@ -22,8 +22,11 @@ pub struct AgentConfig {
     pub hostname: String,
     /// Collector addresses (`host:port`); default: the ones from enrollment.
     pub collectors: Vec<String>,
-    /// Enroll at first start with the token in this file (`-` for stdin).
+    /// Enroll at first start with the token in this file (`-` for stdin). The file is
+    /// deleted once the enrollment succeeded.
     pub enroll_token_file: Option<PathBuf>,
+    /// Labels added to every event (`labels.<key>`), e.g. `env = "prod"`.
+    pub labels: std::collections::BTreeMap<String, String>,
     pub spool: SpoolSection,
     pub shipper: ShipperSection,
     pub health: HealthSection,
@@ -148,6 +151,7 @@ impl Default for AgentConfig {
             hostname: String::new(),
             collectors: Vec::new(),
             enroll_token_file: None,
+            labels: Default::default(),
             spool: SpoolSection::default(),
             shipper: ShipperSection::default(),
             health: HealthSection::default(),
@@ -263,6 +267,19 @@ impl AgentConfig {
         for (i, f) in self.file.iter().enumerate() {
             f.validate()
                 .map_err(|e| anyhow::anyhow!("file[{i}]: {e:#}"))?;
+        }
+        if self.labels.len() > 16 {
+            bail!(
+                "labels has {} entries; at most 16 are allowed (every event carries them)",
+                self.labels.len()
+            );
+        }
+        if let Some((k, _)) = self
+            .labels
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.len() > 64 || v.len() > 256)
+        {
+            bail!("labels.{k:?}: keys must be 1 to 64 bytes and values at most 256 bytes");
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, f) in self.file.iter().enumerate() {

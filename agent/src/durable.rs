@@ -64,6 +64,9 @@ pub struct Durable {
     pub spool: Spool,
     committed: BTreeMap<String, String>,
     path: PathBuf,
+    /// The spool's end when it was opened (or given a new epoch), until a collector's
+    /// hello has been checked against it ([`Durable::rollback_limit`]); `None` after.
+    unconfirmed_end: Option<Seq>,
 }
 
 impl std::fmt::Debug for Durable {
@@ -93,10 +96,12 @@ impl Durable {
         {
             apply(&mut committed, p.positions);
         }
+        let unconfirmed_end = Some(spool.next_seq());
         let mut d = Durable {
             spool,
             committed,
             path: checkpoints,
+            unconfirmed_end,
         };
         d.write(None)?;
         Ok((d, report))
@@ -161,10 +166,31 @@ impl Durable {
         }
     }
 
+    /// The most a collector may hold of this epoch unless the spool was rolled back.
+    ///
+    /// Until a collector's hello has been checked, that is the spool's end when it was
+    /// opened, not its current end: a restored spool comes with restored source positions,
+    /// and the lines re-read from them are appended — under the very sequence numbers the
+    /// collector already holds — as soon as the agent starts, often before the first hello.
+    /// Compared with the current end, a collector lead smaller than that re-read would hide
+    /// the rollback, and those sequence numbers would be reused for other events.
+    pub fn rollback_limit(&self) -> Seq {
+        self.unconfirmed_end
+            .unwrap_or_else(|| self.spool.next_seq())
+    }
+
+    /// A collector's hello showed no rollback: from now on every sequence this spool
+    /// holds was produced by this process or vouched for.
+    pub fn confirm_epoch(&mut self) {
+        self.unconfirmed_end = None;
+    }
+
     /// Starts a new epoch (rollback or clone detected).
     pub fn new_epoch(&mut self) -> Result<Epoch> {
         self.write(None)?;
-        Ok(self.spool.new_epoch()?)
+        let epoch = self.spool.new_epoch()?;
+        self.unconfirmed_end = Some(self.spool.next_seq());
+        Ok(epoch)
     }
 }
 
@@ -186,6 +212,24 @@ mod tests {
 
     fn pos(k: &str, v: &str) -> BTreeMap<String, String> {
         BTreeMap::from([(k.to_string(), v.to_string())])
+    }
+
+    #[test]
+    fn rollback_limit_is_the_end_at_open_until_confirmed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut d = open(dir.path());
+        d.append(&[b"a", b"b"], BTreeMap::new()).expect("append");
+        drop(d);
+        // A restarted (or restored) spool appends before its first hello: the limit stays
+        // where the spool stood when it opened.
+        let mut d = open(dir.path());
+        d.append(&[b"c", b"d", b"e"], BTreeMap::new())
+            .expect("append");
+        assert_eq!(d.rollback_limit(), Seq(2));
+        d.confirm_epoch();
+        assert_eq!(d.rollback_limit(), Seq(5));
+        d.new_epoch().expect("new epoch");
+        assert_eq!(d.rollback_limit(), d.spool.next_seq());
     }
 
     #[test]

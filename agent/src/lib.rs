@@ -94,6 +94,11 @@ impl Agent {
                     let token = read_token(f)?;
                     let e = enroll::enroll(&paths, &token, now_ns()).await?;
                     tracing::info!(agent = %e.agent_id, "enrolled");
+                    if f.as_os_str() != "-"
+                        && let Err(err) = std::fs::remove_file(f)
+                    {
+                        tracing::warn!(path = %f.display(), error = %err, "enrolled, but the used token file could not be deleted");
+                    }
                 }
                 None => bail!(
                     "this agent is not enrolled: create a token with `vigie enroll create` and run `vigie-agent enroll --token-file FILE`, or set enroll_token_file"
@@ -126,6 +131,11 @@ impl Agent {
             hostname: hostname.clone(),
             machine_id: machine_id.clone(),
             version: VERSION.to_string(),
+            labels: cfg
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         };
 
         let (shutdown, shutdown_rx) = watch::channel(false);

@@ -27,10 +27,17 @@ pub struct HostStamp {
     pub hostname: String,
     pub machine_id: String,
     pub version: String,
+    /// Configured labels added to every event.
+    pub labels: Vec<(String, String)>,
 }
 
 impl HostStamp {
     pub fn apply(&self, e: &mut Event) {
+        for (k, v) in &self.labels {
+            if !e.labels.contains_key(k) {
+                e.add_label(k, v);
+            }
+        }
         if e.host.name.is_empty() {
             e.host.name = self.hostname.clone();
         }

@@ -244,12 +244,17 @@ impl Shipper {
         self.stats.reconnects.fetch_add(1, Relaxed);
         // Hello; start a new epoch as often as the collector proves we must.
         let (epoch, stored_end, last_hash) = loop {
-            let (epoch, stored_end, next, last_hash) = self.hello(&conn).await?;
-            let acked = blocking(&self.durable, |d| Ok(d.spool.acked_end())).await?;
-            let reason = if detect_rollback(stored_end, next) {
+            let (epoch, stored_end, _next, last_hash) = self.hello(&conn).await?;
+            // Not the current end: records appended since the spool opened (lines re-read
+            // from restored positions) may reuse sequences the collector holds.
+            let (acked, limit) = blocking(&self.durable, |d| {
+                Ok((d.spool.acked_end(), d.rollback_limit()))
+            })
+            .await?;
+            let reason = if detect_rollback(stored_end, limit) {
                 Some(format!(
                     "the collector stored sequences up to {} of epoch {epoch} but this spool only reached {}: the machine was restored from a snapshot or cloned",
-                    stored_end.0, next.0
+                    stored_end.0, limit.0
                 ))
             } else if stored_end < acked {
                 Some(format!(
@@ -267,13 +272,22 @@ impl Shipper {
                     tracing::warn!(old = %epoch, new = %new, reason = %r, "started a new spool epoch");
                     self.raise(format!("new epoch {new}: {r}"), &r, 0).await;
                 }
-                None => break (epoch, stored_end, last_hash),
+                None => {
+                    blocking(&self.durable, |d| {
+                        d.confirm_epoch();
+                        Ok(())
+                    })
+                    .await?;
+                    break (epoch, stored_end, last_hash);
+                }
             }
         };
-        if stored_end > Seq(0) {
-            blocking(&self.durable, move |d| Ok(d.spool.release(stored_end)?)).await?;
-        }
         backoff.reset();
+        let mut release_failing = false;
+        let mut to_release: Option<Seq> = None;
+        if stored_end > Seq(0) && !self.release(stored_end, &mut release_failing).await {
+            to_release = Some(stored_end);
+        }
         self.stats.connected.store(1, Relaxed);
         self.stats.acked_end.store(stored_end.0, Relaxed);
 
@@ -289,7 +303,6 @@ impl Shipper {
         let mut window = ShipWindow::new(epoch, stored_end, self.cfg.max_in_flight.max(1));
         let (tx, mut rx) = mpsc::channel::<(Seq, Result<Reply>)>(64);
         let mut release_tick = tokio::time::interval(Duration::from_millis(500));
-        let mut to_release: Option<Seq> = None;
         loop {
             while window.can_send() {
                 let next = window.next_to_send();
@@ -343,8 +356,10 @@ impl Shipper {
                     }
                 }
                 _ = release_tick.tick() => {
-                    if let Some(end) = to_release.take() {
-                        blocking(&self.durable, move |d| Ok(d.spool.release(end)?)).await?;
+                    if let Some(end) = to_release
+                        && self.release(end, &mut release_failing).await
+                    {
+                        to_release = None;
                     }
                 }
                 r = self.appended.changed() => {
@@ -363,6 +378,28 @@ impl Shipper {
                     return Ok(SessionEnd::Shutdown);
                 }
                 e = conn.closed() => bail!("connection closed: {e}"),
+            }
+        }
+    }
+
+    /// Releases the spool up to `end` (acknowledged). A failure — typically a full disk
+    /// refusing the spool's metadata — is not fatal: the acknowledged records stay on disk
+    /// until a later attempt succeeds, and shipping goes on. (Ending the session instead
+    /// made every reconnect fail the same way, the backoff grow to its cap, and the agent
+    /// resume up to 30 s after the disk had room again.) Returns whether it succeeded.
+    async fn release(&self, end: Seq, failing: &mut bool) -> bool {
+        match blocking(&self.durable, move |d| Ok(d.spool.release(end)?)).await {
+            Ok(()) => {
+                if std::mem::take(failing) {
+                    tracing::info!(end = end.0, "spool released again");
+                }
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(failing, true) {
+                    tracing::warn!(error = %format!("{e:#}"), end = end.0, "cannot release acknowledged records from the spool; they stay on disk, retrying");
+                }
+                false
             }
         }
     }

@@ -99,7 +99,7 @@ fn ansible_roles_lint_and_vigie_agent_installs_into_a_prefix() {
             "vigie_agent_prefix": prefix,
             "vigie_agent_binary_src": bin,
             "vigie_agent_token_file": token,
-            "vigie_agent_collector": "collector.test:4433",
+            "vigie_agent_collector": "collector.test:7702",
             "vigie_agent_hostname": "vm-201",
             "vigie_agent_labels": {"env": "test", "role": "web"},
             "vigie_agent_manage_service": false,
@@ -130,7 +130,12 @@ fn ansible_roles_lint_and_vigie_agent_installs_into_a_prefix() {
 
     run("present", &binary);
     let cfg = std::fs::read_to_string(prefix.join("etc/vigie/agent.toml")).expect("agent.toml");
-    assert!(cfg.contains("collector = \"collector.test:4433\""), "{cfg}");
+    // The file is a configuration the real agent accepts.
+    let parsed = vigie_agent::config::AgentConfig::parse(&cfg, "agent.toml")
+        .unwrap_or_else(|e| panic!("the role wrote an agent.toml the agent refuses: {e:#}\n{cfg}"));
+    assert_eq!(parsed.collectors, ["collector.test:7702"]);
+    assert_eq!(parsed.labels.get("env").map(String::as_str), Some("test"));
+    assert!(parsed.journald.is_some() && parsed.metrics.is_some());
     assert!(cfg.contains("hostname = \"vm-201\""), "{cfg}");
     assert!(
         cfg.contains("env = \"test\"") && cfg.contains("role = \"web\""),
@@ -143,7 +148,7 @@ fn ansible_roles_lint_and_vigie_agent_installs_into_a_prefix() {
     let unit = std::fs::read_to_string(prefix.join("etc/systemd/system/vigie-agent.service"))
         .expect("unit");
     assert!(unit.contains(&format!(
-        "ExecStart={}/usr/local/bin/vigie-agent --config {}/etc/vigie/agent.toml",
+        "ExecStart={}/usr/local/bin/vigie-agent run --config {}/etc/vigie/agent.toml",
         prefix.display(),
         prefix.display()
     )));

@@ -13,6 +13,13 @@ for t in $(cargo +nightly fuzz list); do
   mkdir -p "corpus/$t"
   if [ -d "seeds/$t" ]; then cp -n seeds/"$t"/* "corpus/$t"/ 2>/dev/null || true; fi
   echo "fuzz $t for ${secs}s"
-  cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tail -n 3
-  test "${PIPESTATUS[0]}" -eq 0
+  log="$(mktemp)"
+  if ! cargo +nightly fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
+    grep -v -E '^\s+(at |[0-9]+: )' "$log" | tail -n 40
+    echo "fuzz target $t failed; the input is in fuzz/artifacts/$t/ (reproduce: cd fuzz && cargo +nightly fuzz run $t fuzz/artifacts/$t/<file>)" >&2
+    rm -f "$log"
+    exit 1
+  fi
+  grep -E '^stat::(number_of_executed_units|peak_rss_mb)' "$log" || tail -n 2 "$log"
+  rm -f "$log"
 done

@@ -68,6 +68,8 @@ pub enum BatchError {
     TooManyEvents(u32),
     #[error("batch declares no events")]
     Empty,
+    #[error("batch sequence range starting at {0} overflows")]
+    SeqOverflow(u64),
     #[error("batch signature does not verify with the agent's key")]
     BadSignature,
     #[error("batch payload does not decompress within {MAX_DECOMPRESSED_LEN} bytes: {0}")]
@@ -142,10 +144,19 @@ impl BatchHeader {
         if count > MAX_EVENTS {
             return Err(BatchError::TooManyEvents(count));
         }
+        let first_seq = u64_at(32);
+        // Sequence numbers stay far below 2^63; a range that would wrap is refused here so
+        // that `end_seq` and every consumer can add without overflow.
+        if first_seq
+            .checked_add(u64::from(count))
+            .is_none_or(|end| end > i64::MAX as u64)
+        {
+            return Err(BatchError::SeqOverflow(first_seq));
+        }
         Ok(BatchHeader {
             agent: AgentId(agent),
             epoch: Epoch(u64_at(24)),
-            first_seq: Seq(u64_at(32)),
+            first_seq: Seq(first_seq),
             count,
             agent_clock: Timestamp(u64_at(44) as i64),
             prev_hash,
@@ -453,6 +464,32 @@ mod tests {
             let direct = bincode::encode_to_vec(&evs, bincode::config::standard()).expect("enc");
             assert_eq!(raw_payload(&refs).expect("raw"), direct, "n={n}");
             assert_eq!(decode_event(&recs[0]).expect("dec"), evs[0]);
+        }
+    }
+
+    #[test]
+    fn sequence_ranges_that_would_wrap_are_refused() {
+        let k = key(1);
+        let (mut frame, _) = seal(
+            &k,
+            AgentId([7; 16]),
+            Epoch(9),
+            Seq(0),
+            Timestamp(5),
+            [0; 32],
+            &events(2),
+            1,
+        )
+        .expect("seal");
+        frame[32..40].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+        assert!(matches!(
+            SignedBatch::parse(&frame),
+            Err(BatchError::SeqOverflow(_))
+        ));
+        // Found by the batch_frame fuzz target.
+        let crash = include_bytes!("../../fuzz/seeds/batch_frame/crash-end-seq-overflow");
+        if let Ok(sb) = SignedBatch::parse(crash) {
+            let _ = sb.header.end_seq();
         }
     }
 

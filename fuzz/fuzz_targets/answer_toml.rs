@@ -1,0 +1,9 @@
+//! answer.toml files, as `vigie bootstrap answer` validates them.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(s) = std::str::from_utf8(data) {
+        let _ = vigie_bootstrap::validate_answer(s);
+    }
+});

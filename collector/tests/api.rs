@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
 use serde_json::Value;
+
+mod support;
 use vigie_collector::{Collector, CollectorConfig};
-use vigie_net::{client_config, client_endpoint, generate_tls_key, request};
+use vigie_net::request;
 use vigie_proto::batch::seal;
 use vigie_proto::enroll::Bundle;
 use vigie_proto::event::Log;
-use vigie_proto::wire::{self, EnrollRequest, MsgType, Reply};
+use vigie_proto::wire::{self, MsgType, Reply};
 use vigie_proto::{AgentId, Epoch, Event, Kind, Outcome, Seq, Severity, Timestamp};
 
 fn get(base: &str, token: &str, path: &str) -> (u16, Value) {
@@ -41,49 +43,11 @@ fn enc(s: &str) -> String {
 
 async fn ship(c: &Collector, bundle: &Bundle, events: Vec<Event>) -> AgentId {
     let key = SigningKey::from_bytes(&[42; 32]);
-    let (tls_key, spki) = generate_tls_key().expect("key");
-    let ep = client_endpoint(c.ingest_addr).expect("ep");
-    let conn = ep
-        .connect_with(
-            client_config(&bundle.ca_cert_der, None).expect("cfg"),
-            c.ingest_addr,
-            vigie_net::DEFAULT_SERVER_NAME,
-        )
-        .expect("connect")
-        .await
-        .expect("hs");
-    let req = EnrollRequest {
-        token_id: bundle.token_id,
-        token_secret: bundle.secret,
-        tls_public_key: spki,
-        identity_key: key.verifying_key().to_bytes(),
-        hostname: "web1".into(),
-        machine_id: "m".into(),
-    };
-    let (ty, body) = request(
-        &conn,
-        &wire::encode_msg(MsgType::Enroll, &req).expect("enc"),
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("enroll");
-    let Reply::Enrolled {
-        agent_id,
-        client_cert_der,
-        ..
-    } = wire::decode_body::<Reply>(ty, &body).expect("reply")
-    else {
-        panic!("not enrolled")
-    };
-    let conn = ep
-        .connect_with(
-            client_config(&bundle.ca_cert_der, Some((client_cert_der, tls_key))).expect("cfg"),
-            c.ingest_addr,
-            vigie_net::DEFAULT_SERVER_NAME,
-        )
-        .expect("connect")
-        .await
-        .expect("hs");
+    let support::Enrolled {
+        id: agent_id,
+        conn,
+        endpoint: _ep,
+    } = support::enroll(c.ingest_addr, bundle, &key, "web1").await;
     let (frame, _) = seal(
         &key,
         agent_id,

@@ -10,13 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+
+mod support;
 use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use vigie_collector::Collector;
-use vigie_net::{client_config, client_endpoint, generate_tls_key, request};
+use vigie_net::request;
 use vigie_proto::batch::seal;
 use vigie_proto::event::{Endpoint, Log, User};
-use vigie_proto::wire::{self, EnrollRequest, MsgType, Reply};
+use vigie_proto::wire::{self, MsgType, Reply};
 use vigie_proto::{AgentId, Epoch, Event, Kind, Outcome, Seq, Timestamp};
 
 const SSH_RULES: &str = r#"title: SSH authentication failure
@@ -271,49 +273,11 @@ impl TestAgent {
         .map_err(|_| "token")
         .expect("token");
         let key = SigningKey::from_bytes(&[7; 32]);
-        let (tls_key, spki) = generate_tls_key().expect("key");
-        let ep = client_endpoint(c.ingest_addr).expect("ep");
-        let conn = ep
-            .connect_with(
-                client_config(&bundle.ca_cert_der, None).expect("cfg"),
-                c.ingest_addr,
-                vigie_net::DEFAULT_SERVER_NAME,
-            )
-            .expect("connect")
-            .await
-            .expect("handshake");
-        let req = EnrollRequest {
-            token_id: bundle.token_id,
-            token_secret: bundle.secret,
-            tls_public_key: spki,
-            identity_key: key.verifying_key().to_bytes(),
-            hostname: "web1".into(),
-            machine_id: "m1".into(),
-        };
-        let (ty, body) = request(
-            &conn,
-            &wire::encode_msg(MsgType::Enroll, &req).expect("encode"),
-            Duration::from_secs(10),
-        )
-        .await
-        .expect("enroll");
-        let Reply::Enrolled {
-            agent_id,
-            client_cert_der,
-            ..
-        } = wire::decode_body::<Reply>(ty, &body).expect("reply")
-        else {
-            panic!("not enrolled")
-        };
-        let conn = ep
-            .connect_with(
-                client_config(&bundle.ca_cert_der, Some((client_cert_der, tls_key))).expect("cfg"),
-                c.ingest_addr,
-                vigie_net::DEFAULT_SERVER_NAME,
-            )
-            .expect("connect")
-            .await
-            .expect("handshake");
+        let support::Enrolled {
+            id: agent_id,
+            conn,
+            endpoint: ep,
+        } = support::enroll(c.ingest_addr, &bundle, &key, "web1").await;
         TestAgent {
             conn,
             _ep: ep,

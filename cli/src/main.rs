@@ -43,6 +43,9 @@ enum Cmd {
         /// Do not start the local agent.
         #[arg(long)]
         no_agent: bool,
+        /// Also start the Proxmox simulator (a lab cluster to try Vigie without a Proxmox host).
+        #[arg(long)]
+        lab: bool,
         /// UDP address agents ship to.
         #[arg(long, default_value = "0.0.0.0:7702")]
         ingest: SocketAddr,
@@ -92,6 +95,11 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:7701")]
         api_listen: SocketAddr,
     },
+    /// Proxmox host bootstrap.
+    Bootstrap {
+        #[command(subcommand)]
+        cmd: BootstrapCmd,
+    },
     /// Run or enroll an agent (the same as the `vigie-agent` binary).
     Agent {
         #[command(subcommand)]
@@ -126,6 +134,15 @@ enum RulesCmd {
         /// Stop after reading this many events.
         #[arg(long, default_value_t = 1_000_000)]
         max_events: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum BootstrapCmd {
+    /// Check an answer.toml for the Proxmox automated installer with the installer's rules.
+    Validate {
+        /// The answer file.
+        file: PathBuf,
     },
 }
 
@@ -175,6 +192,7 @@ fn main() -> Result<()> {
     match cli.cmd {
         Cmd::Up {
             no_agent,
+            lab,
             ingest,
             api_listen,
             dashboard,
@@ -185,7 +203,7 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(up(
-                data_dir, no_agent, ingest, api_listen, dashboard, syslog,
+                data_dir, no_agent, lab, ingest, api_listen, dashboard, syslog,
             ))
         }
         Cmd::Search {
@@ -337,6 +355,24 @@ fn main() -> Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Cmd::Bootstrap {
+            cmd: BootstrapCmd::Validate { file },
+        } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read answer file {}", file.display()))?;
+            match vigie_bootstrap::validate_answer(&text) {
+                Ok(_) => {
+                    println!("{} is a valid answer file", file.display());
+                    Ok(())
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        eprintln!("{}: {e}", file.display());
+                    }
+                    bail!("{} has {} error(s)", file.display(), errors.len())
+                }
+            }
         }
         Cmd::Agents => {
             let api = Api::new(&data_dir, cli.api.as_deref())?;
@@ -743,6 +779,7 @@ impl Api {
 async fn up(
     data_dir: PathBuf,
     no_agent: bool,
+    lab: bool,
     ingest: SocketAddr,
     api_listen: SocketAddr,
     dashboard: SocketAddr,
@@ -824,6 +861,20 @@ async fn up(
         let _ = axum::serve(listener, app).await;
     });
 
+    let sim = if lab {
+        let cfg = vigie_pve::sim::SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8006)),
+            ..Default::default()
+        };
+        Some(
+            vigie_pve::sim::Sim::start(cfg)
+                .await
+                .context("cannot start the Proxmox simulator for --lab")?,
+        )
+    } else {
+        None
+    };
+
     println!();
     println!("Vigie is running.");
     println!("  dashboard (status page)  http://{dash_addr}/");
@@ -843,6 +894,15 @@ async fn up(
     if !no_agent {
         println!(
             "  local agent              journald, /var/log files, syslog on {syslog} (UDP+TCP), host metrics"
+        );
+    }
+    if let Some(sim) = &sim {
+        println!(
+            "  Proxmox simulator (lab)  {}  (user root@pam, password {}; token {}={})",
+            sim.base_url(),
+            vigie_pve::sim::DEFAULT_PASSWORD,
+            vigie_pve::sim::DEFAULT_TOKEN_ID,
+            vigie_pve::sim::DEFAULT_TOKEN_SECRET
         );
     }
     println!();

@@ -496,3 +496,43 @@ fn rules_check_test_and_backtest() {
         collector.shutdown().await;
     });
 }
+
+#[test]
+fn bootstrap_validate_reports_the_key_and_the_fix() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bootstrap/tests/answers");
+    let good = std::fs::read_dir(dir.join("good"))
+        .expect("good answers")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "toml"))
+        .expect("a good answer file");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["bootstrap", "validate"])
+        .arg(&good)
+        .output()
+        .expect("run vigie");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = std::fs::read_dir(dir.join("bad"))
+        .expect("bad answers")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "toml"))
+        .expect("a bad answer file");
+    let expected =
+        std::fs::read_to_string(bad.with_extension("expected")).expect("expected errors");
+    let out = Command::new(env!("CARGO_BIN_EXE_vigie"))
+        .args(["bootstrap", "validate"])
+        .arg(&bad)
+        .output()
+        .expect("run vigie");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in expected.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            stderr.contains(line.trim()),
+            "missing {line:?} in:\n{stderr}"
+        );
+    }
+}

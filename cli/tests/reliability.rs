@@ -13,7 +13,8 @@
 //! (`bench/reliability.sh`). `VIGIE_SEED=N` replays a run's random kill moments. Each
 //! scenario prints one summary line starting with `RELIABILITY `. Scenarios run one at a
 //! time (a lock), so their timings do not disturb each other. On failure, the last lines
-//! of each process's log are printed and the scratch directory is kept.
+//! of each process's log are printed and the scratch directory is kept (`VIGIE_KEEP=1`
+//! keeps it always).
 //!
 //! Needs root (tmpfs mounts, network namespaces); it fails — never skips — without them.
 
@@ -146,6 +147,11 @@ impl Drop for Scratch {
             }
             eprintln!(
                 "scratch directory kept for inspection: {}",
+                self.dir.display()
+            );
+        } else if std::env::var_os("VIGIE_KEEP").is_some() {
+            println!(
+                "scratch directory kept (VIGIE_KEEP): {}",
                 self.dir.display()
             );
         } else {
@@ -489,6 +495,16 @@ impl Collector {
             sleep(Duration::from_millis(20));
         }
         let ready = Instant::now();
+        // `vigie collector` writes api.url (read by `vigie enroll create`) just after its API
+        // starts answering.
+        let want = format!("http://{}", self.api_addr);
+        let url_file = self.root.join("collector/api.url");
+        poll(
+            Duration::from_secs(30),
+            Duration::from_millis(10),
+            || format!("{} never named {want}", url_file.display()),
+            || (fs::read_to_string(&url_file).is_ok_and(|u| u.trim() == want)).then_some(()),
+        );
         let token = fs::read_to_string(self.root.join("collector/api.token"))
             .expect("collector/api.token")
             .trim()
@@ -515,6 +531,14 @@ impl Collector {
     fn check_alive(&mut self) {
         if let Some(p) = self.proc.as_mut() {
             p.check_alive();
+        }
+    }
+
+    fn term(&mut self) {
+        mark(&self.log, "collector SIGTERM");
+        if let Some(mut p) = self.proc.take() {
+            let st = p.term(Duration::from_secs(30));
+            assert!(st.success(), "collector exited with {st} after SIGTERM");
         }
     }
 
@@ -679,6 +703,9 @@ fn loopback_pair(s: &Scratch, spool: &str) -> (Collector, Agent) {
 struct Writer {
     produced: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    /// Set by the thread once it honours `paused` (no write in progress).
+    holding: Arc<AtomicBool>,
     handle: Option<JoinHandle<()>>,
     max: u64,
     started: Instant,
@@ -693,13 +720,32 @@ impl Writer {
             .append(true)
             .open(path)
             .expect("open the watched file");
-        let (p, st) = (produced.clone(), stop.clone());
+        let paused = Arc::new(AtomicBool::new(false));
+        let holding = Arc::new(AtomicBool::new(false));
+        let (p, st, pa, ho) = (
+            produced.clone(),
+            stop.clone(),
+            paused.clone(),
+            holding.clone(),
+        );
         let started = Instant::now();
         let handle = std::thread::spawn(move || {
             let mut i = 0u64;
             let mut buf = String::new();
+            // Time spent writing, pauses excluded: no burst after a pause.
+            let (mut active, mut last) = (Duration::ZERO, Instant::now());
             while i < max && !st.load(SeqCst) {
-                let due = ((started.elapsed().as_secs_f64() * rate) as u64).min(max);
+                let now = Instant::now();
+                if pa.load(SeqCst) {
+                    ho.store(true, SeqCst);
+                    last = now;
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                ho.store(false, SeqCst);
+                active += now - last;
+                last = now;
+                let due = ((active.as_secs_f64() * rate) as u64).min(max);
                 if due > i {
                     buf.clear();
                     for n in i..due {
@@ -719,6 +765,8 @@ impl Writer {
         Writer {
             produced,
             stop,
+            paused,
+            holding,
             handle: Some(handle),
             max,
             started,
@@ -727,6 +775,23 @@ impl Writer {
 
     fn produced(&self) -> u64 {
         self.produced.load(SeqCst)
+    }
+
+    /// Holds the stream (no line is written until `resume`); returns the lines written.
+    fn pause(&self) -> u64 {
+        self.paused.store(true, SeqCst);
+        poll(
+            Duration::from_secs(30),
+            Duration::from_millis(5),
+            || "the writer did not pause".into(),
+            || (self.holding.load(SeqCst) || self.finished()).then_some(()),
+        );
+        self.produced()
+    }
+
+    fn resume(&self) {
+        self.paused.store(false, SeqCst);
+        self.holding.store(false, SeqCst);
     }
 
     fn finished(&self) -> bool {
@@ -964,6 +1029,14 @@ fn fmt_max(v: &[f64]) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+fn fmt_median(v: &[f64]) -> String {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2)
+        .map(|m| format!("{m:.2}"))
+        .unwrap_or_else(|| "-".into())
+}
+
 fn fmt_list(v: &[f64]) -> String {
     let s: Vec<String> = v.iter().map(|x| format!("{x:.2}")).collect();
     format!("[{}]", s.join(","))
@@ -1065,20 +1138,22 @@ fn r1_collector_kill9_loses_and_duplicates_nothing() {
         &census,
         wall.elapsed(),
         &format!(
-            "kills={kills} max_resume_s={} resume_s={} max_collector_restart_s={} {metrics}",
+            "kills={kills} max_resume_s={} median_resume_s={} max_collector_restart_s={} {metrics}",
             fmt_max(&resumes),
-            fmt_list(&resumes),
+            fmt_median(&resumes),
             fmt_max(&downtime)
         ),
     );
     census.assert_exactly_once("R1");
-    if full() {
-        let slow: Vec<&f64> = resumes.iter().filter(|r| **r > 5.0).collect();
-        assert!(
-            slow.is_empty(),
-            "R1: the agent resumed later than 5 s after a collector restart: {slow:?}"
-        );
-    }
+    // The goal is 5 s (asserted in full mode). CI keeps a looser bound that still catches a
+    // return to waiting out the 30 s QUIC idle timeout: the restarted collector must answer
+    // its predecessor's connections with a valid stateless reset (collector/src/keys.rs).
+    let bound = if full() { 5.0 } else { 15.0 };
+    let slow: Vec<&f64> = resumes.iter().filter(|r| **r > bound).collect();
+    assert!(
+        slow.is_empty(),
+        "R1: the agent resumed later than {bound} s after a collector restart: {slow:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1106,10 +1181,13 @@ fn r2_agent_kill9_loses_and_duplicates_nothing() {
         c.check_alive();
         a.check_alive();
         a.kill9();
-        let base = api
-            .metric("vigie_events_stored_total")
+        // Resumed: the restarted agent connected, then a batch of its was stored (batches
+        // the killed agent had in flight may still land just after the kill: not counted).
+        let conns = api
+            .metric("vigie_connections_total")
             .expect("collector metrics");
         let started = a.start();
+        let mut base: Option<u64> = None;
         let resumed = poll(
             Duration::from_secs(90),
             Duration::from_millis(50),
@@ -1121,11 +1199,20 @@ fn r2_agent_kill9_loses_and_duplicates_nothing() {
                 )
             },
             || {
-                if api
-                    .metric("vigie_events_stored_total")
-                    .is_ok_and(|v| v > base)
-                {
-                    return Some(Some(secs(started.elapsed())));
+                match base {
+                    None => {
+                        if api
+                            .metric("vigie_connections_total")
+                            .is_ok_and(|v| v > conns)
+                        {
+                            base = api.metric("vigie_events_stored_total").ok();
+                        }
+                    }
+                    Some(b) => {
+                        if api.metric("vigie_events_stored_total").is_ok_and(|v| v > b) {
+                            return Some(Some(secs(started.elapsed())));
+                        }
+                    }
                 }
                 if w.finished() && api.count(FILE_Q).is_ok_and(|v| v >= w.produced()) {
                     return Some(None);
@@ -1152,9 +1239,9 @@ fn r2_agent_kill9_loses_and_duplicates_nothing() {
         &census,
         wall.elapsed(),
         &format!(
-            "kills={kills} max_resume_s={} resume_s={} agent_dropped_events={} health_events={}",
+            "kills={kills} max_resume_s={} median_resume_s={} agent_dropped_events={} health_events={}",
             fmt_max(&resumes),
-            fmt_list(&resumes),
+            fmt_median(&resumes),
             census.max_dropped,
             census.health_events
         ),
@@ -1356,7 +1443,7 @@ fn r3_partition_drains_backlog_without_loss() {
             secs(up - down)
         );
         drains.push(drained);
-        backlogs.push(backlog as f64);
+        backlogs.push(backlog.to_string());
     }
     sleep(gap);
     let produced = w.stop();
@@ -1372,7 +1459,7 @@ fn r3_partition_drains_backlog_without_loss() {
             outage.as_secs(),
             fmt_max(&drains),
             fmt_list(&drains),
-            fmt_list(&backlogs)
+            format!("[{}]", backlogs.join(","))
         ),
     );
     census.assert_exactly_once("R3");
@@ -1601,7 +1688,8 @@ fn r5_collector_disk_full_stops_acking_then_recovers() {
         (20_000u64, 2_000.0, Duration::from_secs(4))
     };
     let s = Scratch::new("r5c");
-    let fs_ = Tmpfs::mount(s.path("colfs"), "160m");
+    // RocksDB preallocates its WAL (~70 MB here): room for it, the events and the ballast.
+    let fs_ = Tmpfs::mount(s.path("colfs"), if full() { "1g" } else { "256m" });
     let reserve: u64 = 48 << 20;
     let ingest = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut c = Collector::with_config(
@@ -1747,23 +1835,46 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The watched file's durable read position, from the agent's checkpoint file.
+fn file_offset(agent_data: &Path) -> u64 {
+    let Ok(text) = fs::read(agent_data.join("checkpoints.json")) else {
+        return 0;
+    };
+    let v: Value = serde_json::from_slice(&text).unwrap_or(Value::Null);
+    v["committed"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, pos)| serde_json::from_str::<Value>(pos.as_str()?).ok())
+        .filter_map(|pos| pos["offset"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
 #[test]
 fn r7_restored_spool_starts_a_new_epoch() {
     let _serial = serial();
     let wall = Instant::now();
     let (n, rate, rollbacks) = if full() {
-        (200_000u64, 5_000.0, 3)
+        (200_000u64, 5_000.0, 4)
     } else {
-        (15_000u64, 1_500.0, 1)
+        (15_000u64, 1_500.0, 2)
     };
+    // Lines written while the agent is down before a "near" restore: far more than the
+    // collector's lead, so that the restored agent re-reads and appends them — under the
+    // sequence numbers the collector already holds — before its first hello.
+    let reread = (rate as u64).max(2_000);
     let s = Scratch::new("r7");
-    let (c, mut a) = loopback_pair(&s, "");
+    let (mut c, mut a) = loopback_pair(&s, "");
     a.start();
     let api = c.api();
     let mut w = Writer::start(&s.path("in.log"), rate, n);
     let snap = s.path("snapshot");
-    let mut reasons_seen = 0;
     for r in 0..rollbacks {
+        // Even rollbacks: the collector only just ahead of the snapshot, and unreachable while
+        // the restored agent re-reads far more than that lead; odd ones: the collector far
+        // ahead.
+        let near = r % 2 == 0;
         let at = (r as u64 * 3 + 1) * n / (rollbacks as u64 * 3 + 1);
         poll(
             Duration::from_secs(120),
@@ -1771,40 +1882,102 @@ fn r7_restored_spool_starts_a_new_epoch() {
             || "R7: the writer stalled".into(),
             || (w.produced() >= at).then_some(()),
         );
-        // The snapshot: a stopped agent's whole data directory.
-        a.term();
-        let _ = fs::remove_dir_all(&snap);
-        copy_dir(&a.data, &snap);
-        let produced_at_snapshot = w.produced();
-        a.start();
-        // Run on until the collector holds more than the snapshot's spool ever reached
-        // (every line read by then, plus a few health events).
-        let target = api.store_events().expect("health") + (produced_at_snapshot / 10).max(500);
+        // The snapshot: a stopped agent's whole data directory, taken once the collector
+        // holds every line written so far (the stream holds meanwhile), so that the
+        // snapshot's spool ends where the collector's store does, give or take a health
+        // event.
+        let held = w.pause();
         poll(
             Duration::from_secs(120),
-            Duration::from_millis(100),
-            || "R7: the agent did not ship past the snapshot".into(),
-            || (api.store_events().is_ok_and(|n| n >= target)).then_some(()),
-        );
-        a.term();
-        fs::remove_dir_all(&a.data).expect("remove the data directory");
-        copy_dir(&snap, &a.data);
-        a.start();
-        let want = reasons_seen + 1;
-        poll(
-            Duration::from_secs(60),
-            Duration::from_millis(200),
-            || format!("R7 rollback {}: no new_epoch health event", r + 1),
+            Duration::from_millis(250),
             || {
-                api.count("event.dataset:agent_health AND event.action:new_epoch")
-                    .is_ok_and(|k| k >= want)
+                format!(
+                    "R7 rollback {}: the agent did not catch up with line {held}",
+                    r + 1
+                )
+            },
+            || {
+                Census::take(&api, held)
+                    .is_ok_and(|c| c.lost() == 0)
                     .then_some(())
             },
         );
-        reasons_seen = want;
+        a.term();
+        let at_snapshot = api.store_events().expect("health");
+        let _ = fs::remove_dir_all(&snap);
+        copy_dir(&a.data, &snap);
+        w.resume();
+        a.start();
+        // Run on until the collector holds more than the snapshot's spool ever reached.
+        let lead = if near { 20 } else { reread };
+        poll(
+            Duration::from_secs(120),
+            Duration::from_millis(20),
+            || {
+                format!(
+                    "R7 rollback {}: the agent did not ship past the snapshot",
+                    r + 1
+                )
+            },
+            || (api.store_events().is_ok_and(|k| k >= at_snapshot + lead)).then_some(()),
+        );
+        a.term();
+        let ahead = api.store_events().expect("health") - at_snapshot;
+        let stopped_at = w.produced();
+        fs::remove_dir_all(&a.data).expect("remove the data directory");
+        copy_dir(&snap, &a.data);
+        if near {
+            // The restored machine comes up before the collector is reachable: it re-reads
+            // from its restored positions and appends, under sequence numbers the collector
+            // already holds, before it can say hello.
+            poll(
+                Duration::from_secs(120),
+                Duration::from_millis(20),
+                || "R7: the writer stalled".into(),
+                || (w.produced() >= stopped_at + reread || w.finished()).then_some(()),
+            );
+            c.term();
+            let size = fs::metadata(s.path("in.log")).expect("in.log").len();
+            a.start();
+            poll(
+                Duration::from_secs(60),
+                Duration::from_millis(20),
+                || {
+                    format!(
+                        "R7 rollback {}: the restored agent did not re-read up to byte {size}",
+                        r + 1
+                    )
+                },
+                || (file_offset(&a.data) >= size).then_some(()),
+            );
+            c.start();
+        } else {
+            a.start();
+        }
+        poll(
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+            || {
+                format!(
+                    "R7 rollback {}: no new_epoch health event: the restored agent did not detect that the collector holds {ahead} events more than its snapshot",
+                    r + 1
+                )
+            },
+            || {
+                api.count("event.dataset:agent_health AND event.action:new_epoch")
+                    .is_ok_and(|k| k > r as u64)
+                    .then_some(())
+            },
+        );
         println!(
-            "R7 rollback {}/{rollbacks}: snapshot at {produced_at_snapshot} lines, restored after the collector held {target} events; new epoch detected",
-            r + 1
+            "R7 rollback {}/{rollbacks} ({}): snapshot at line {held}, restored when the collector held {ahead} events more, {} lines written since the snapshot; new epoch detected",
+            r + 1,
+            if near {
+                "collector just ahead and unreachable while the agent re-reads"
+            } else {
+                "collector far ahead"
+            },
+            w.produced() - held
         );
     }
     let produced = w.finish();

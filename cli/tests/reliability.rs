@@ -1455,11 +1455,11 @@ fn r3_partition_drains_backlog_without_loss() {
         &census,
         wall.elapsed(),
         &format!(
-            "outages={outages}x{}s max_drain_s={} drain_s={} backlogs={}",
+            "outages={outages}x{}s max_drain_s={} drain_s={} backlogs=[{}]",
             outage.as_secs(),
             fmt_max(&drains),
             fmt_list(&drains),
-            format!("[{}]", backlogs.join(","))
+            backlogs.join(",")
         ),
     );
     census.assert_exactly_once("R3");

@@ -141,6 +141,21 @@ pub struct Range {
     to: Option<String>,
 }
 
+impl Range {
+    /// The parsed query and the `[from, to)` range of a request.
+    fn resolve(&self) -> Result<(Query, Timestamp, Timestamp), ApiError> {
+        let query = parse_query(self.q.as_deref())?;
+        let (from, to) = resolve_range(
+            self.since.as_deref(),
+            self.from.as_deref(),
+            self.to.as_deref(),
+            now(),
+        )
+        .map_err(bad)?;
+        Ok((query, from, to))
+    }
+}
+
 /// Resolves `since` (a duration such as `15m`, `24h`) or `from`/`to` (RFC 3339) into `[from, to)`.
 pub fn resolve_range(
     since: Option<&str>,
@@ -201,14 +216,7 @@ async fn search(
     Q(p): Q<SearchParams>,
 ) -> Result<Json<Value>, ApiError> {
     check_auth(&st, &headers)?;
-    let query = parse_query(p.range.q.as_deref())?;
-    let (from, to) = resolve_range(
-        p.range.since.as_deref(),
-        p.range.from.as_deref(),
-        p.range.to.as_deref(),
-        now(),
-    )
-    .map_err(bad)?;
+    let (query, from, to) = p.range.resolve()?;
     let limit = p.limit.unwrap_or(100).min(10_000);
     let before = match p.before.as_deref() {
         Some(c) => Some(vigie_store::Cursor::parse_token(c).map_err(|e| {
@@ -254,14 +262,7 @@ async fn histogram(
     Q(p): Q<HistParams>,
 ) -> Result<Json<Value>, ApiError> {
     check_auth(&st, &headers)?;
-    let query = parse_query(p.range.q.as_deref())?;
-    let (from, to) = resolve_range(
-        p.range.since.as_deref(),
-        p.range.from.as_deref(),
-        p.range.to.as_deref(),
-        now(),
-    )
-    .map_err(bad)?;
+    let (query, from, to) = p.range.resolve()?;
     let n = p.buckets.unwrap_or(60).clamp(1, 2000) as i64;
     // Buckets are whole minutes or more, matching the pre-aggregated counters.
     let span = (to.0 - from.0).max(1);
@@ -304,14 +305,7 @@ async fn top(
     Q(p): Q<TopParams>,
 ) -> Result<Json<Value>, ApiError> {
     check_auth(&st, &headers)?;
-    let query = parse_query(p.range.q.as_deref())?;
-    let (from, to) = resolve_range(
-        p.range.since.as_deref(),
-        p.range.from.as_deref(),
-        p.range.to.as_deref(),
-        now(),
-    )
-    .map_err(bad)?;
+    let (query, from, to) = p.range.resolve()?;
     let store = st.store.clone();
     let k = p.k.unwrap_or(10).min(1000);
     let field = p.field.clone();
